@@ -1,0 +1,27 @@
+# The two commands of the README: `make up` (a single-node cluster) and `make test`.
+VENV := .venv
+DATA_DIR ?= $(if $(filter 0,$(shell id -u)),/var/lib/dockyard,$(HOME)/.local/share/dockyard)
+PYTEST_ARGS ?=
+
+.PHONY: setup up test lint bench-api clean
+
+setup: $(VENV)/.setup-done
+
+$(VENV)/.setup-done: pyproject.toml scripts/setup.sh
+	bash scripts/setup.sh
+	touch $@
+
+up: setup
+	$(VENV)/bin/dockyard up --data-dir $(DATA_DIR)
+
+test: setup
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/pytest -n 2 -q $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check dockyard tests bench tools
+
+bench-api: setup
+	$(VENV)/bin/python bench/api.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

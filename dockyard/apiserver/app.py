@@ -1,0 +1,160 @@
+"""The API server as an ASGI app: authentication, discovery, OpenAPI and resource routes.
+
+Routes are few because Kubernetes paths are regular: `/api/v1/...` and
+`/apis/<group>/<version>/...` both go to `ResourceHandlers` through `parse_target`.
+Every `APIError` becomes its `Status` JSON here, in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from dockyard.apiserver import discovery, errors, openapi
+from dockyard.apiserver.handlers import ResourceHandlers, parse_target
+from dockyard.apiserver.negotiation import JSON
+from dockyard.apiserver.rest import Registry
+
+log = logging.getLogger("dockyard.apiserver")
+
+# What the real apiserver lets anyone read (system:public-info-viewer).
+PUBLIC_PATHS = ("/version", "/healthz", "/livez", "/readyz")
+
+
+def _json(body: Any, code: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=code, media_type=JSON)
+
+
+def _error(exc: errors.APIError) -> Response:
+    return _json(exc.status(), exc.code)
+
+
+class BearerTokenAuth:
+    """ASGI middleware: a request needs `Authorization: Bearer <known token>` (else 401)."""
+
+    def __init__(self, app: ASGIApp, tokens: Callable[[], dict[str, dict]]) -> None:
+        self.app = app
+        self.tokens = tokens
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        header = b""
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                header = value
+                break
+        scheme, _, token = header.decode("latin-1").partition(" ")
+        user = self.tokens().get(token.strip()) if scheme.lower() == "bearer" else None
+        if user is None:
+            await _error(errors.unauthorized())(scope, receive, send)
+            return
+        scope["user"] = user
+        await self.app(scope, receive, send)
+
+
+def _guard(
+    handler: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    async def guarded(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except errors.APIError as exc:
+            return _error(exc)
+        except Exception:
+            log.exception("internal error serving %s %s", request.method, request.url.path)
+            return _json(errors.APIError(500, "InternalError",
+                                         "an internal error occurred").status(), 500)
+
+    return guarded
+
+
+def build_app(
+    registry: Registry, *, tokens: Callable[[], dict[str, dict]], server_address: str,
+    lifespan: Any = None,
+) -> ASGIApp:
+    resources = ResourceHandlers(registry)
+
+    async def version(_: Request) -> Response:
+        return _json(discovery.version_info())
+
+    async def health(_: Request) -> Response:
+        return Response(b"ok", media_type="text/plain")
+
+    async def api(_: Request) -> Response:
+        return _json(discovery.api_versions(server_address))
+
+    async def apis(_: Request) -> Response:
+        return _json(discovery.api_group_list())
+
+    async def core_resources(request: Request) -> Response:
+        found = discovery.resource_list("", request.path_params["version"])
+        if found is None:
+            raise errors.path_not_found(request.url.path)
+        return _json(found)
+
+    async def group(request: Request) -> Response:
+        found = discovery.api_group(request.path_params["group"])
+        if found is None:
+            raise errors.path_not_found(request.url.path)
+        return _json(found)
+
+    async def group_resources(request: Request) -> Response:
+        p = request.path_params
+        found = discovery.resource_list(p["group"], p["version"])
+        if found is None:
+            raise errors.path_not_found(request.url.path)
+        return _json(found)
+
+    async def core(request: Request) -> Response:
+        p = request.path_params
+        target = parse_target("", p["version"], p["rest"].strip("/").split("/"))
+        return await resources.handle(request, target)
+
+    async def grouped(request: Request) -> Response:
+        p = request.path_params
+        target = parse_target(p["group"], p["version"], p["rest"].strip("/").split("/"))
+        return await resources.handle(request, target)
+
+    async def openapi_v2(_: Request) -> Response:
+        return Response(openapi.openapi_v2(), media_type=JSON)
+
+    async def openapi_v3(_: Request) -> Response:
+        return Response(openapi.openapi_v3_index(), media_type=JSON)
+
+    async def openapi_v3_gv(request: Request) -> Response:
+        doc = openapi.openapi_v3_group_version(request.path_params["path"])
+        if doc is None:
+            raise errors.path_not_found(request.url.path)
+        return Response(doc, media_type=JSON)
+
+    all_methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+    routes = [
+        Route("/version", _guard(version)),
+        Route("/healthz", health), Route("/livez", health), Route("/readyz", health),
+        Route("/api", _guard(api)),
+        Route("/api/{version}", _guard(core_resources)),
+        Route("/api/{version}/{rest:path}", _guard(core), methods=all_methods),
+        Route("/apis", _guard(apis)),
+        Route("/apis/{group}", _guard(group)),
+        Route("/apis/{group}/{version}", _guard(group_resources)),
+        Route("/apis/{group}/{version}/{rest:path}", _guard(grouped), methods=all_methods),
+        Route("/openapi/v2", _guard(openapi_v2)),
+        Route("/openapi/v3", _guard(openapi_v3)),
+        Route("/openapi/v3/{path:path}", _guard(openapi_v3_gv)),
+    ]
+
+    async def not_found(request: Request, _: Exception) -> Response:
+        return _error(errors.path_not_found(request.url.path))
+
+    app = Starlette(routes=routes, exception_handlers={404: not_found}, lifespan=lifespan)
+    return BearerTokenAuth(app, tokens)

