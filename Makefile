@@ -21,6 +21,7 @@ lint: setup
 	$(VENV)/bin/ruff check dockyard tests bench tools
 
 bench-api: setup
+	command -v wrk >/dev/null || apt-get install -y -qq wrk
 	$(VENV)/bin/python bench/api.py
 
 clean:

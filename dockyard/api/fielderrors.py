@@ -119,7 +119,7 @@ def go_map(m: dict[str, Any] | None) -> GoValue:
     """`map[string]string{"a":"b", "c":"d"}`; Go prints map keys sorted."""
     if m is None:
         return GoValue("map[string]string(nil)")
-    body = ", ".join(f"{go_quote(k)}:{go_quote(str(m[k]))}" for k in sorted(m))
+    body = ", ".join(f"{go_quote(k)}:{_render(m[k])}" for k in sorted(m))
     return GoValue("map[string]string{" + body + "}")
 
 

@@ -42,7 +42,7 @@ class KindRules:
 
 def _with(check: Callable[[Obj], Errors],
           *extra: Callable[[Obj, Obj], Errors]) -> Callable[[Obj, Obj], Errors]:
-    """An update validator: the create checks on the new object plus update-only rules."""
+    """An update validator: update-only rules first, then the create checks on the new object."""
     return lambda new, old: [e for fn in extra for e in fn(new, old)] + check(new)
 
 
@@ -77,13 +77,11 @@ _RULES: dict[tuple[str, str], KindRules] = {
     ("", "ServiceAccount"): KindRules(name_is_dns_subdomain),
     ("apps", "Deployment"): KindRules(
         name_is_dns_subdomain, workloads.default_deployment,
-        workloads.validate_deployment,
-        _with(workloads.validate_deployment, workloads.validate_selector_update),
+        workloads.validate_deployment, workloads.validate_deployment_update,
         _workload_status("Deployment")),
     ("apps", "ReplicaSet"): KindRules(
         name_is_dns_subdomain, workloads.default_replicaset,
-        workloads.validate_replicaset,
-        _with(workloads.validate_replicaset, workloads.validate_selector_update),
+        workloads.validate_replicaset, workloads.validate_replicaset_update,
         _workload_status("ReplicaSet")),
     ("batch", "Job"): KindRules(
         name_is_dns_subdomain, workloads.default_job, workloads.validate_job,

@@ -6,6 +6,7 @@ int64 cap); `str()` gives Go's canonical form, which is what the API server retu
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from fractions import Fraction
@@ -46,7 +47,7 @@ class Quantity:
     format: str = DECIMAL_SI
 
     def __str__(self) -> str:
-        return _canonical(self.value, self.format)
+        return _canonical_cached(self.value, self.format)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Quantity):
@@ -89,6 +90,13 @@ def parse_quantity(raw: Any) -> Quantity:
         raw = repr(raw) if isinstance(raw, float) else str(raw)
     if not isinstance(raw, str):
         raise QuantityError(ERR_FORMAT)
+    return _parse_text(raw)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_text(raw: str) -> Quantity:
+    # Cached (Quantity is immutable): every pod repeats the same few quantities, and exact
+    # Fraction arithmetic is the costliest step of admitting a pod.
     text = raw.strip()
     if not text:
         raise QuantityError(ERR_FORMAT)
@@ -163,6 +171,11 @@ def _round_away(value: Fraction, step: Fraction) -> Fraction:
         return value
     whole = units.numerator // units.denominator  # floor
     return (whole + (1 if value > 0 else 0)) * step
+
+
+@functools.lru_cache(maxsize=4096)
+def _canonical_cached(value: Fraction, fmt: str) -> str:
+    return _canonical(value, fmt)
 
 
 def _canonical(value: Fraction, fmt: str) -> str:

@@ -150,6 +150,14 @@ def validate_replicaset(obj: dict[str, Any]) -> list[FieldError]:
     return errs + _validate_selector_and_template(spec)
 
 
+def validate_deployment_update(new: dict[str, Any], old: dict[str, Any]) -> list[FieldError]:
+    return validate_deployment(new) + validate_selector_update(new, old)
+
+
+def validate_replicaset_update(new: dict[str, Any], old: dict[str, Any]) -> list[FieldError]:
+    return validate_replicaset(new) + validate_selector_update(new, old)
+
+
 def validate_selector_update(new: dict[str, Any], old: dict[str, Any]) -> list[FieldError]:
     """apps/v1 strategies make spec.selector immutable (older API versions allowed it)."""
     selector = as_dict(new.get("spec")).get("selector")

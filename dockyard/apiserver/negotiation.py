@@ -1,8 +1,9 @@
-"""Request bodies in, response bodies out: JSON or YAML in; JSON, Table or metadata out.
+"""Request bodies in, response bodies out: JSON, YAML or protobuf in; JSON, Table or metadata out.
 
 kubectl asks for `application/json;as=Table;v=v1;g=meta.k8s.io` to print, controllers may ask
 for `as=PartialObjectMetadata`; everything else gets plain JSON (protobuf is not offered, and
-clients fall back to JSON when they see the content type).
+clients fall back to JSON when they see the content type). Typed client-go clients still send
+protobuf request bodies, which protobuf.py turns into the same dict a JSON body would give.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 import orjson
 import yaml
 
-from dockyard.apiserver import errors
+from dockyard.apiserver import errors, protobuf
 from dockyard.apiserver.rest import MAX_OBJECT_BYTES
 
 JSON = "application/json"
@@ -29,10 +30,18 @@ def media_type(content_type: str | None) -> str:
 
 
 def parse_body(raw: bytes, content_type: str | None) -> Any:
-    """Decode a JSON or YAML body; malformed input is a 400 naming the problem."""
+    """Decode a JSON, YAML or protobuf body; malformed input is a 400 naming the problem."""
     if len(raw) > MAX_OBJECT_BYTES:
         raise errors.too_large()
     kind = media_type(content_type)
+    if kind == protobuf.MEDIA_TYPE:
+        try:
+            return protobuf.decode_k8s_protobuf(raw)
+        except protobuf.CorruptProtobuf as exc:
+            raise errors.bad_request(
+                f"the object provided is unrecognized or malformed: {exc}") from exc
+        except protobuf.ProtobufError as exc:  # well-formed, but outside our tables: ask for JSON
+            raise errors.APIError(415, "UnsupportedMediaType", str(exc)) from exc
     if kind in ("application/yaml", "application/apply-patch+yaml"):
         try:
             return yaml.safe_load(raw)

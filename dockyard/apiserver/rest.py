@@ -152,6 +152,8 @@ class Registry:
             meta.pop(managed, None)
         if info.has_status:
             meta["generation"] = 1
+            if info.kind != "Node":  # status is the system's to write (nodes report their own)
+                obj.pop("status", None)
         obj["apiVersion"], obj["kind"] = info.api_version, info.kind
         kinds.apply_defaults(info, obj)
         self._check(info, obj, kinds.validate(info, obj, None))

@@ -92,6 +92,7 @@ async def serve(
         ssl_cert_reqs=ssl.CERT_NONE,
         log_level="warning",
         access_log=False,
+        proxy_headers=False,
         lifespan="off",
         timeout_graceful_shutdown=1,
         timeout_keep_alive=120,

@@ -629,6 +629,13 @@ def test_deployment_and_replicaset_selectors_are_immutable() -> None:
     new = copy.deepcopy(old)
     new["spec"]["template"]["spec"]["containers"][0]["image"] = "nginx:1.26"
     assert errors(new, old) == []
+    new = copy.deepcopy(old)
+    new["spec"]["selector"] = {"matchLabels": {"app": "api"}}
+    assert errors(new, old) == [  # the spec errors come first, as in Kubernetes
+        'spec.template.metadata.labels: Invalid value: map[string]string{"app":"web", '
+        '"tier":"frontend"}: `selector` does not match template `labels`',
+        'spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string{'
+        '"app":"api"}, MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: field is immutable']
 
 
 def test_job_selector_template_and_completions_are_immutable() -> None:
