@@ -107,3 +107,13 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
     srv.start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture
+async def api_client(server: ServerProcess):  # type: ignore[no-untyped-def]
+    """The project's own async client (`dockyard.client.rest.Client`) for `server`."""
+    from dockyard.client.rest import Client
+
+    client = Client.from_kubeconfig(server.kubeconfig, user_agent="dockyard-test")
+    yield client
+    await client.close()

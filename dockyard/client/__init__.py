@@ -1,0 +1,1 @@
+"""The client machinery every component uses: REST, informers, work queues, leader election."""
