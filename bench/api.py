@@ -24,7 +24,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dockyard.store.sqlite import SQLiteStore  # noqa: E402
-from tests.conftest import ServerProcess  # noqa: E402
+from tests.conftest import API_ONLY, ServerProcess  # noqa: E402
 
 PODS = "/api/v1/namespaces/default/pods"
 WRK_SCRIPT = Path(__file__).resolve().parent / "wrk" / "create_pods.lua"
@@ -175,7 +175,8 @@ def naive_sqlite_baseline(directory: Path, total: int) -> float:
 
 
 def started(directory: Path) -> ServerProcess:
-    srv = ServerProcess(directory)
+    """The API server alone: this measures the API, not scheduling or controllers."""
+    srv = ServerProcess(directory, extra_args=list(API_ONLY))
     srv.data_dir.mkdir()
     srv.start()
     return srv

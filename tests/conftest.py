@@ -100,9 +100,13 @@ class ServerProcess:
         return result
 
 
+# The API alone: tests of one component run that component themselves.
+API_ONLY = ["--disable-scheduler", "--disable-controller-manager"]
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    srv = ServerProcess(tmp_path / "data")
+    srv = ServerProcess(tmp_path / "data", extra_args=list(API_ONLY))
     srv.data_dir.mkdir()
     srv.start()
     yield srv

@@ -11,7 +11,10 @@ import asyncio
 import logging
 import socket
 import ssl
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import uvicorn
 
@@ -19,6 +22,9 @@ from dockyard.api.resources import by_kind
 from dockyard.apiserver import errors, pki
 from dockyard.apiserver.app import build_app
 from dockyard.apiserver.rest import Registry
+from dockyard.client.rest import Client
+from dockyard.controllers.manager import ControllerManager, run_elected
+from dockyard.scheduler.app import run_scheduler
 from dockyard.store import open_store
 from dockyard.store.interface import Store
 
@@ -66,6 +72,9 @@ async def serve(
     datastore: str = "",
     tls_sans: list[str] | None = None,
     watch_window: int = 20_000,
+    scheduler: bool = True,
+    controller_manager: bool = True,
+    controller_options: dict[str, dict[str, Any]] | None = None,
 ) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     sans = list(tls_sans or [])
@@ -97,15 +106,80 @@ async def serve(
         timeout_graceful_shutdown=1,
         timeout_keep_alive=120,
     )
-    server = uvicorn.Server(config)
+    components = _Components(url, cluster)
+    server = _Server(config, on_exit=components.stop_soon)
     kubeconfig = pki.write_kubeconfig(data_dir, cluster, url)
     log.info("serving api=%s kubeconfig=%s", url, kubeconfig)
     print(f"dockyard: API server at {url}", flush=True)
     print(f"dockyard: export KUBECONFIG={kubeconfig}", flush=True)
     compactor = asyncio.create_task(compact_forever(store, watch_window), name="compactor")
+    # The socket already listens, so in-process components can connect before uvicorn runs.
+    if scheduler:
+        components.start("scheduler", lambda client: run_scheduler(client))
+    if controller_manager:
+        options = controller_options or {}
+        components.start("controller-manager", lambda client: run_elected(
+            client, "kube-controller-manager",
+            ControllerManager(client, options=options).run))
     try:
         await server.serve(sockets=[sock])
     finally:
+        await components.stop()
         compactor.cancel()
         await store.close()
         log.info("stopped")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, but in-process components stop first on SIGTERM/SIGINT."""
+
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_exit = on_exit
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._on_exit()
+        super().handle_exit(sig, frame)
+
+
+class _Components:
+    """Scheduler and controller manager running in this process, each with its own client
+    to the API (they use nothing else of the server's)."""
+
+    def __init__(self, url: str, cluster: pki.ClusterPKI) -> None:
+        self.url = url
+        self.cluster = cluster
+        self._tasks: list[asyncio.Task[None]] = []
+        self._clients: list[Client] = []
+
+    def start(self, name: str, run: Callable[[Client], Awaitable[None]]) -> None:
+        client = Client(self.url, token=self.cluster.admin_token,
+                        ca_file=str(self.cluster.ca_cert), user_agent=f"dockyard/{name}")
+        self._clients.append(client)
+        self._tasks.append(asyncio.create_task(self._supervise(name, run, client), name=name))
+
+    @staticmethod
+    async def _supervise(name: str, run: Callable[[Client], Awaitable[None]],
+                         client: Client) -> None:
+        """Restart a crashed component after a pause; the API is its only state."""
+        while True:
+            try:
+                await run(client)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - a component crash must not stop the server
+                log.exception("component %s crashed; restarting in 1s", name)
+                await asyncio.sleep(1.0)
+
+    def stop_soon(self) -> None:
+        loop = asyncio.get_event_loop()
+        for task in self._tasks:
+            loop.call_soon_threadsafe(task.cancel)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for client in self._clients:
+            await client.close()

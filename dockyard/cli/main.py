@@ -54,17 +54,30 @@ def _server_options(f):  # type: ignore[no-untyped-def]
                      "certificate.")(f)
     f = click.option("--watch-window", type=int, default=20_000, show_default=True,
                      help="Events kept in memory for resuming watches.")(f)
+    f = click.option("--disable-scheduler", is_flag=True,
+                     help="Do not run the scheduler in this process.")(f)
+    f = click.option("--disable-controller-manager", is_flag=True,
+                     help="Do not run the controllers in this process.")(f)
+    f = click.option("--node-monitor-grace-period", type=float, default=40.0,
+                     show_default=True, help="Seconds without a heartbeat before a node is "
+                     "NotReady/Unknown.")(f)
     f = click.option("-v", "--verbose", count=True)(f)
     return f
 
 
 def _serve(data_dir: Path, api_port: int, bind_address: str, datastore: str,
-           tls_san: tuple[str, ...], watch_window: int, verbose: int) -> None:
+           tls_san: tuple[str, ...], watch_window: int, disable_scheduler: bool,
+           disable_controller_manager: bool, node_monitor_grace_period: float,
+           verbose: int) -> None:
     from dockyard.apiserver.server import serve
 
     _setup_logging(verbose)
+    options = {"nodelifecycle": {"node_monitor_grace_period": node_monitor_grace_period}}
     _run(serve(data_dir=data_dir, bind_address=bind_address, api_port=api_port,
-               datastore=datastore, tls_sans=list(tls_san), watch_window=watch_window))
+               datastore=datastore, tls_sans=list(tls_san), watch_window=watch_window,
+               scheduler=not disable_scheduler,
+               controller_manager=not disable_controller_manager,
+               controller_options=options))
 
 
 @main.command()
@@ -79,6 +92,78 @@ def server(**kwargs: object) -> None:
 def up(**kwargs: object) -> None:
     """Start a single-node cluster in this process (today: the control plane)."""
     _serve(**kwargs)  # type: ignore[arg-type]
+
+
+def find_kubeconfig(explicit: str | None) -> Path:
+    """Like kubectl: --kubeconfig, then $KUBECONFIG, then the default data directory's."""
+    for candidate in (explicit, os.environ.get("KUBECONFIG"),
+                      str(DEFAULT_DATA_DIR / "kubeconfig.yaml")):
+        if candidate:
+            path = Path(candidate.split(os.pathsep)[0]).expanduser()
+            if path.exists():
+                return path
+    raise click.ClickException("no kubeconfig: pass --kubeconfig, set KUBECONFIG, or start a "
+                               "cluster with `dockyard up`")
+
+
+def _component_options(f):  # type: ignore[no-untyped-def]
+    f = click.option("--kubeconfig", "kubeconfig_path", default=None,
+                     help="Cluster to join (default: $KUBECONFIG, then the data directory's).")(f)
+    f = click.option("--leader-elect/--no-leader-elect", default=True, show_default=True,
+                     help="Act only while holding the component's Lease in kube-system.")(f)
+    f = click.option("--lease-duration", type=float, default=15.0, show_default=True)(f)
+    f = click.option("-v", "--verbose", count=True)(f)
+    return f
+
+
+def _run_component(kubeconfig_path: str | None, verbose: int, name: str, body) -> None:  # type: ignore[no-untyped-def]
+    from dockyard.client.rest import Client
+
+    _setup_logging(verbose)
+    path = find_kubeconfig(kubeconfig_path)
+
+    async def main_() -> None:
+        client = Client.from_kubeconfig(path, user_agent=f"dockyard/{name}")
+        try:
+            await body(client)
+        finally:
+            await client.close()
+
+    try:
+        _run(main_())
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command("scheduler")
+@_component_options
+def scheduler_command(kubeconfig_path: str | None, leader_elect: bool, lease_duration: float,
+                      verbose: int) -> None:
+    """Run the scheduler against any API server (leader-elected on kube-system/kube-scheduler)."""
+    from dockyard.scheduler.app import run_scheduler
+
+    _run_component(kubeconfig_path, verbose, "scheduler", lambda client: run_scheduler(
+        client, leader_elect=leader_elect, lease_duration=lease_duration,
+        renew_deadline=lease_duration * 2 / 3, retry_period=lease_duration / 7.5))
+
+
+@main.command("controller-manager")
+@_component_options
+@click.option("--controllers", default="", help="Comma-separated subset to run (default: all).")
+@click.option("--node-monitor-grace-period", type=float, default=40.0, show_default=True)
+def controller_manager_command(kubeconfig_path: str | None, leader_elect: bool,
+                               lease_duration: float, verbose: int, controllers: str,
+                               node_monitor_grace_period: float) -> None:
+    """Run the controllers against any API server (leader-elected)."""
+    from dockyard.controllers.manager import ControllerManager, run_elected
+
+    enabled = [c.strip() for c in controllers.split(",") if c.strip()] or None
+    options = {"nodelifecycle": {"node_monitor_grace_period": node_monitor_grace_period}}
+    _run_component(kubeconfig_path, verbose, "controller-manager", lambda client: run_elected(
+        client, "kube-controller-manager",
+        ControllerManager(client, enabled=enabled, options=options).run,
+        leader_elect=leader_elect, lease_duration=lease_duration,
+        renew_deadline=lease_duration * 2 / 3, retry_period=lease_duration / 7.5))
 
 
 @main.command()

@@ -8,7 +8,7 @@ import json
 import httpx
 import pytest
 
-from tests.conftest import ServerProcess
+from tests.conftest import API_ONLY, ServerProcess
 
 PODS = "/api/v1/namespaces/default/pods"
 CMS = "/api/v1/namespaces/default/configmaps"
@@ -181,7 +181,7 @@ def test_watch_resume_bookmark_and_gone(server: ServerProcess, api: httpx.Client
 
 
 def test_watch_from_an_unretained_revision_is_gone(tmp_path) -> None:
-    srv = ServerProcess(tmp_path / "small", extra_args=["--watch-window", "5"])
+    srv = ServerProcess(tmp_path / "small", extra_args=["--watch-window", "5", *API_ONLY])
     srv.data_dir.mkdir()
     srv.start()
     try:
