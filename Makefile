@@ -3,7 +3,7 @@ VENV := .venv
 DATA_DIR ?= $(if $(filter 0,$(shell id -u)),/var/lib/dockyard,$(HOME)/.local/share/dockyard)
 PYTEST_ARGS ?=
 
-.PHONY: setup up test lint bench-api clean
+.PHONY: setup up test lint bench-api bench-scheduler clean
 
 setup: $(VENV)/.setup-done
 
@@ -23,6 +23,9 @@ lint: setup
 bench-api: setup
 	command -v wrk >/dev/null || apt-get install -y -qq wrk
 	$(VENV)/bin/python bench/api.py
+
+bench-scheduler: setup
+	$(VENV)/bin/python bench/scheduler.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import os
 import socket
 import uuid
 from typing import Any
@@ -44,7 +45,8 @@ def _load(path: str) -> type[Controller]:
 
 
 def identity() -> str:
-    return f"{socket.gethostname()}_{uuid.uuid4()}"
+    """`host_pid_random`: unique per candidate, and says which process holds a lease."""
+    return f"{socket.gethostname()}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
 
 
 class ControllerManager:
