@@ -56,6 +56,7 @@ GROUP_OF_CLASS: dict[str, str] = {
         "ForNode", "ForZone",
     ), "discovery"),
     **dict.fromkeys(("Scale", "ScaleSpec", "ScaleStatus"), "autoscaling"),
+    **dict.fromkeys(("PriorityClass", "PriorityClassList"), "scheduling"),
 }
 PACKAGES = {
     "core": "io.k8s.api.core.v1",
@@ -65,6 +66,7 @@ PACKAGES = {
     "coordination": "io.k8s.api.coordination.v1",
     "discovery": "io.k8s.api.discovery.v1",
     "autoscaling": "io.k8s.api.autoscaling.v1",
+    "scheduling": "io.k8s.api.scheduling.v1",
 }
 # Classes whose name carries the group, to tell apart same-named types of two groups.
 _PREFIXED = re.compile(r"^(Core|Discovery)V1(?!alpha|beta)([A-Z]\w*)$")
@@ -98,6 +100,8 @@ LIST_MAP_KEYS = {
 NOT_A_LIST_MAP = {("io.k8s.api.core.v1.NodeStatus", "addresses")}
 
 REQUIRED_NOT_IN_1_32 = ("io.k8s.api.apps.v1.Deployment", "io.k8s.api.apps.v1.ReplicaSet")
+# ...and fields Kubernetes 1.32 requires that the client leaves optional.
+REQUIRED_IN_1_32 = {"io.k8s.api.scheduling.v1.PriorityClass": ["value"]}
 
 _ABBREVIATIONS = ("e.g.", "i.e.", "etc.", "vs.", "Ex.", "approx.")
 
@@ -340,6 +344,8 @@ def drop_required(defs: dict[str, dict]) -> None:
     # Newer clients mark these required; Kubernetes 1.32's own documents do not.
     for name in REQUIRED_NOT_IN_1_32:
         defs[name].pop("required", None)
+    for name, fields in REQUIRED_IN_1_32.items():
+        defs[name]["required"] = fields
 
 
 def annotate_patch_meta(defs: dict[str, dict]) -> None:

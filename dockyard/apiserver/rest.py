@@ -21,7 +21,7 @@ import orjson
 
 from dockyard.api import kinds
 from dockyard.api.resources import ResourceInfo, by_kind
-from dockyard.apiserver import errors
+from dockyard.apiserver import admission, errors
 from dockyard.apiserver.codec import decode, encode
 from dockyard.apiserver.selectors import Matcher
 from dockyard.store.interface import (
@@ -155,6 +155,7 @@ class Registry:
             if info.kind != "Node":  # status is the system's to write (nodes report their own)
                 obj.pop("status", None)
         obj["apiVersion"], obj["kind"] = info.api_version, info.kind
+        await admission.admit(self, info, obj)  # before defaulting: it sets spec.priority
         kinds.apply_defaults(info, obj)
         self._check(info, obj, kinds.validate(info, obj, None))
         if dry_run:

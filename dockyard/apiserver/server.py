@@ -19,6 +19,7 @@ from typing import Any
 import uvicorn
 
 from dockyard.api.resources import by_kind
+from dockyard.api.scheduling import SYSTEM_PRIORITY_CLASSES
 from dockyard.apiserver import errors, pki
 from dockyard.apiserver.app import build_app
 from dockyard.apiserver.rest import Registry
@@ -40,6 +41,14 @@ async def ensure_namespaces(registry: Registry) -> None:
     for name in SYSTEM_NAMESPACES:
         try:
             await registry.create(info, None, {"metadata": {"name": name}})
+        except errors.APIError as exc:
+            if exc.code != 409:
+                raise
+    classes = by_kind("scheduling.k8s.io", "PriorityClass")
+    assert classes is not None
+    for name, (value, _default) in SYSTEM_PRIORITY_CLASSES.items():
+        try:  # the system priority classes, as the apiserver's scheduling post-start hook
+            await registry.create(classes, None, {"metadata": {"name": name}, "value": value})
         except errors.APIError as exc:
             if exc.code != 409:
                 raise

@@ -179,5 +179,13 @@ def kubeconfig(data_dir: Path) -> None:
     click.echo(path.read_text(), nl=False)
 
 
+def _register_commands() -> None:
+    from dockyard.cli.sim import sim_command
+
+    main.add_command(sim_command)
+
+
+_register_commands()
+
 if __name__ == "__main__":
     main()

@@ -316,6 +316,13 @@ def endpointslice_cells(obj: Obj, now: datetime) -> list[Any]:
     ]
 
 
+# --- scheduling.k8s.io/v1 ------------------------------------------------------------------
+
+def priorityclass_cells(obj: Obj, now: datetime) -> list[Any]:
+    return [_name(obj), obj.get("value") or 0, bool(obj.get("globalDefault")), _age(obj, now),
+            obj.get("preemptionPolicy") or "PreemptLowerPriority"]
+
+
 def default_cells(obj: Obj, now: datetime) -> list[Any]:
     return [_name(obj), _age(obj, now)]
 
@@ -435,6 +442,17 @@ PRINTERS: dict[tuple[str, str], Printer] = {
                "slice."),
         AGE,
     ), endpointslice_cells),
+    ("scheduling.k8s.io", "PriorityClass"): Printer((
+        NAME,
+        Column("Value", "integer", "value represents the integer value of this priority "
+               "class."),
+        Column("Global-Default", "boolean", "globalDefault specifies whether this PriorityClass "
+               "should be considered as the default priority for pods that do not have any "
+               "priority class."),
+        AGE,
+        Column("PreemptionPolicy", description="preemptionPolicy is the Policy for preempting "
+               "pods with lower priority."),
+    ), priorityclass_cells),
 }
 
 # What a CRD without additionalPrinterColumns shows: the name and a humanized "date" column.

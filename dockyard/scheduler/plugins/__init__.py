@@ -1,0 +1,1 @@
+"""Scheduler plugins: one module per plugin, each with `NAME` and a `new(args, handle)` factory."""

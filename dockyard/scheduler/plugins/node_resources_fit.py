@@ -1,0 +1,75 @@
+"""NodeResourcesFit: the pod's requests must fit the node's allocatable minus what the pods
+already on it (bound or assumed) request; scores with the LeastAllocated strategy.
+
+Requests are `framework.pod_requests` (containers summed, raised to the largest init
+container), pre-computed once per pod in `PodInfo`. Scoring uses the non-zero requests
+(100m / 200Mi for containers without one), as Kubernetes does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dockyard.scheduler.framework import (
+    MAX_NODE_SCORE,
+    CycleState,
+    Handle,
+    NodeInfo,
+    PodInfo,
+    Status,
+    unschedulable,
+)
+
+NAME = "NodeResourcesFit"
+
+
+class NodeResourcesFit:
+    NAME = NAME
+    EVENTS = frozenset({"NodeAdd", "NodeUpdate", "AssignedPodDelete", "AssignedPodUpdate"})
+
+    def filter(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> Status | None:
+        reasons = insufficient(pod, node)
+        return unschedulable(*reasons) if reasons else None
+
+    def score(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> int:
+        """LeastAllocated over cpu and memory, each weighted 1."""
+        total = weights = 0
+        capacity = node.allocatable.milli_cpu
+        if capacity:
+            requested = node.non_zero_cpu + pod.non_zero_cpu
+            total += 0 if requested > capacity else (capacity - requested) * MAX_NODE_SCORE \
+                // capacity
+            weights += 1
+        capacity = node.allocatable.memory
+        if capacity:
+            requested = node.non_zero_memory + pod.non_zero_memory
+            total += 0 if requested > capacity else (capacity - requested) * MAX_NODE_SCORE \
+                // capacity
+            weights += 1
+        return total // weights if weights else 0
+
+    def normalize_score(self, state: CycleState, pod: PodInfo, scores: list[int]) -> None:
+        return None
+
+
+def insufficient(pod: PodInfo, node: NodeInfo) -> list[str]:
+    """fitsRequest: the reasons, in Kubernetes' order (pods, cpu, memory, storage, scalars)."""
+    reasons: list[str] = []
+    alloc, used, want = node.allocatable, node.requested, pod.requests
+    if len(node.pods) + 1 > alloc.allowed_pods:
+        reasons.append("Too many pods")
+    if want.milli_cpu > 0 and want.milli_cpu > alloc.milli_cpu - used.milli_cpu:
+        reasons.append("Insufficient cpu")
+    if want.memory > 0 and want.memory > alloc.memory - used.memory:
+        reasons.append("Insufficient memory")
+    if want.ephemeral_storage > 0 and \
+            want.ephemeral_storage > alloc.ephemeral_storage - used.ephemeral_storage:
+        reasons.append("Insufficient ephemeral-storage")
+    for name, amount in want.scalar.items():
+        if amount > alloc.scalar.get(name, 0) - used.scalar.get(name, 0):
+            reasons.append(f"Insufficient {name}")
+    return reasons
+
+
+def new(args: Any, handle: Handle) -> NodeResourcesFit:
+    return NodeResourcesFit()

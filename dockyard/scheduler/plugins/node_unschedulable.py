@@ -1,0 +1,27 @@
+"""NodeUnschedulable: nodes with `spec.unschedulable` (cordoned) take only pods that tolerate
+the `node.kubernetes.io/unschedulable:NoSchedule` taint."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dockyard.scheduler.framework import CycleState, Handle, NodeInfo, PodInfo, Status, unresolvable
+from dockyard.scheduler.labels import tolerated
+
+NAME = "NodeUnschedulable"
+REASON = "node(s) were unschedulable"
+_TAINT = {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}
+
+
+class NodeUnschedulable:
+    NAME = NAME
+    EVENTS = frozenset({"NodeAdd", "NodeUpdate"})
+
+    def filter(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> Status | None:
+        if not node.unschedulable or tolerated(pod.spec.get("tolerations") or [], _TAINT):
+            return None
+        return unresolvable(REASON)
+
+
+def new(args: Any, handle: Handle) -> NodeUnschedulable:
+    return NodeUnschedulable()

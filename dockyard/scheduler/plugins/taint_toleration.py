@@ -1,0 +1,54 @@
+"""TaintToleration: NoSchedule/NoExecute taints must be tolerated (Filter); nodes with fewer
+untolerated PreferNoSchedule taints score higher (Score, normalized in reverse)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dockyard.scheduler.framework import (
+    CycleState,
+    Handle,
+    NodeInfo,
+    PodInfo,
+    Status,
+    default_normalize_score,
+    unresolvable,
+)
+from dockyard.scheduler.labels import tolerated
+
+NAME = "TaintToleration"
+_HARD = ("NoSchedule", "NoExecute")
+
+
+class TaintToleration:
+    NAME = NAME
+    EVENTS = frozenset({"NodeAdd", "NodeUpdate"})
+
+    def filter(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> Status | None:
+        if not node.taints:
+            return None
+        tolerations = pod.spec.get("tolerations") or []
+        for taint in node.taints:
+            if taint.get("effect") in _HARD and not tolerated(tolerations, taint):
+                return unresolvable("node(s) had untolerated taint "
+                                    f"{{{taint.get('key', '')}: {taint.get('value', '')}}}")
+        return None
+
+    def pre_score(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]) -> Status | None:
+        state.write(NAME, [t for t in pod.spec.get("tolerations") or []
+                           if t.get("effect") in (None, "", "PreferNoSchedule")])
+        return None
+
+    def score(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> int:
+        if not node.taints:
+            return 0
+        tolerations = state.read(NAME)
+        return sum(1 for t in node.taints if t.get("effect") == "PreferNoSchedule"
+                   and not tolerated(tolerations, t))
+
+    def normalize_score(self, state: CycleState, pod: PodInfo, scores: list[int]) -> None:
+        default_normalize_score(scores, reverse=True)
+
+
+def new(args: Any, handle: Handle) -> TaintToleration:
+    return TaintToleration()
