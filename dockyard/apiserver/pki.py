@@ -151,6 +151,9 @@ def kubeconfig(pki: ClusterPKI, server_url: str, cluster_name: str = "dockyard")
 
 
 def write_kubeconfig(data_dir: Path, pki: ClusterPKI, server_url: str) -> Path:
+    """Written whole then renamed, so a reader never sees half a file."""
     path = data_dir / "kubeconfig.yaml"
-    _write_private(path, kubeconfig(pki, server_url).encode())
+    partial = path.with_suffix(".yaml.tmp")
+    _write_private(partial, kubeconfig(pki, server_url).encode())
+    partial.replace(path)
     return path

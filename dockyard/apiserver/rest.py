@@ -143,7 +143,8 @@ class Registry:
         if meta.get("resourceVersion"):
             raise errors.bad_request("resourceVersion should not be set on objects to be created")
         if not meta.get("name") and meta.get("generateName"):
-            meta["name"] = meta["generateName"] + "".join(
+            # Like Kubernetes: the prefix is cut so the name stays a valid 63-char label.
+            meta["name"] = meta["generateName"][:58] + "".join(
                 secrets.choice(_NAME_CHARS) for _ in range(5)
             )
         meta["uid"] = str(uuid.uuid4())

@@ -253,8 +253,8 @@ class DeploymentController(RolloutMixin, Controller):
             if exc.code == 409 and exc.reason == "AlreadyExists":
                 already_exists = True
                 found = self.rs_informer.get(f"{meta(d)['namespace']}/{name}")
-                if found is None:
-                    raise
+                if found is None:  # ours from a sync the cache has not caught up with?
+                    found = await self.client.get(REPLICASETS, meta(d)["namespace"], name)
                 ref = controller_of(found)
                 if ref is not None and ref.get("uid") == meta(d)["uid"] and \
                         du.equal_ignore_hash(spec(d).get("template") or {},

@@ -103,6 +103,8 @@ class Framework:
             score = plugin.score
             scores = [score(state, pod, node) for node in nodes]
             plugin.normalize_score(state, pod, scores)
-            for i, s in enumerate(scores):
-                totals[i] += s * weight
+            if weight == 1:
+                totals = [t + s for t, s in zip(totals, scores, strict=True)]
+            else:
+                totals = [t + s * weight for t, s in zip(totals, scores, strict=True)]
         return totals

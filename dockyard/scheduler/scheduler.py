@@ -263,17 +263,19 @@ class Scheduler:
         i = start
         checked = 0
         while checked < total and len(feasible) < to_find:
-            info = nodes[i]
-            i = i + 1 if i + 1 < total else 0
-            checked += 1
-            target = nominated(pod, info) if check_nominated else info
-            for name, fn in filters:
-                status = fn(state, pod, target)
-                if status is not None:
-                    statuses[info.name] = status.with_plugin(name)
-                    break
-            else:
-                feasible.append(info)
+            # Walk the window in slices, so the hot loop has no wrap-around test.
+            window = nodes[i:min(total, i + to_find - len(feasible), i + total - checked)]
+            checked += len(window)
+            i = (i + len(window)) % total
+            for info in window:
+                target = nominated(pod, info) if check_nominated else info
+                for name, fn in filters:
+                    status = fn(state, pod, target)
+                    if status is not None:
+                        statuses[info.name] = status.with_plugin(name)
+                        break
+                else:
+                    feasible.append(info)
         self._next_start = (start + checked) % total
         return feasible, statuses
 
@@ -292,15 +294,9 @@ class Scheduler:
     def _select(self, state: CycleState, pod: PodInfo, feasible: list[NodeInfo]) -> NodeInfo:
         """The highest total score; ties broken uniformly at random (selectHost)."""
         totals = self.framework.run_scores(state, pod, feasible)
-        best, chosen, ties = -1, feasible[0], 0
-        for info, total in zip(feasible, totals, strict=True):
-            if total > best:
-                best, chosen, ties = total, info, 1
-            elif total == best:
-                ties += 1
-                if self._rng.randrange(ties) == 0:
-                    chosen = info
-        return chosen
+        best = max(totals)
+        ties = [i for i, total in enumerate(totals) if total == best]
+        return feasible[ties[0] if len(ties) == 1 else self._rng.choice(ties)]
 
     # -- outcomes --------------------------------------------------------------------------
 

@@ -40,7 +40,7 @@ class SimulatedNodes:
                  pods: str = "110", heartbeat_seconds: float = 10.0,
                  status_report_seconds: float = 300.0, lease_duration_seconds: int = 40,
                  labels: dict[str, str] | None = None, remove_nodes_on_exit: bool = False,
-                 concurrency: int = 64, pod_workers: int = 32) -> None:
+                 concurrency: int = 8, pod_workers: int = 8) -> None:
         if count < 0 or zones < 1:
             raise ValueError("count must be >= 0 and zones >= 1")
         assert NODES is not None and PODS is not None and LEASES is not None

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,11 +17,24 @@ from dockyard.client.events import EventRecorder
 from dockyard.client.factory import InformerFactory
 from dockyard.client.rest import ApiError, Client
 from dockyard.scheduler import Scheduler
+from tests.conftest import ServerProcess
 
 NODES = by_kind("", "Node")
 PODS = by_kind("", "Pod")
 EVENTS = by_kind("", "Event")
 CLASSES = by_kind("scheduling.k8s.io", "PriorityClass")
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """The API server alone: the scheduler under test is the only one, and no controller
+    (node lifecycle) reacts to these agent-less nodes."""
+    srv = ServerProcess(tmp_path / "data",
+                        extra_args=["--disable-scheduler", "--disable-controller-manager"])
+    srv.data_dir.mkdir()
+    srv.start()
+    yield srv
+    srv.stop()
 
 
 async def until(predicate: Any, timeout: float = 10.0) -> None:

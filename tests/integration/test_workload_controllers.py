@@ -19,6 +19,7 @@ from dockyard.client.factory import InformerFactory
 from dockyard.client.informer import Handlers, Informer
 from dockyard.client.rest import ApiError, Client
 from dockyard.controllers.deployment import DeploymentController
+from dockyard.controllers.garbagecollector import GarbageCollector
 from dockyard.controllers.job import JobController
 from dockyard.controllers.replicaset import ReplicaSetController
 from dockyard.controllers.ttlafterfinished import TTLAfterFinishedController
@@ -48,15 +49,19 @@ async def until(predicate: Callable[[], Any], timeout: float = 10.0, what: str =
 
 
 @contextlib.asynccontextmanager
-async def controllers(client: Client, **job_options: Any) -> AsyncIterator[None]:
+async def controllers(client: Client, *, gc: bool = False) -> AsyncIterator[None]:
+    """Our four controllers (short Job back-off), plus the garbage collector if asked."""
     factory = InformerFactory(client)
     recorder = EventRecorder(client, "test-controller-manager")
-    running = [
+    running: list[Any] = [
         ReplicaSetController(client, factory, recorder),
         DeploymentController(client, factory, recorder),
-        JobController(client, factory, recorder, **{"pod_failure_backoff": 0.1, **job_options}),
-        TTLAfterFinishedController(client, factory, recorder, propagation_policy="Background"),
+        JobController(client, factory, recorder, pod_failure_backoff=0.1),
+        TTLAfterFinishedController(client, factory, recorder),
     ]
+    if gc:
+        running.append(GarbageCollector(client, factory, recorder,
+                                        resources=[PODS, RS, DEPLOY, JOBS]))
     recorder.start()
     factory.start()
     tasks = [asyncio.create_task(c.run()) for c in running]
@@ -113,6 +118,10 @@ def is_ready(pod: Obj) -> bool:
 def condition(obj: Obj, type_: str) -> Obj:
     return next((c for c in (obj.get("status") or {}).get("conditions") or []
                  if c.get("type") == type_), {})
+
+
+async def _equals(value: Any, want: Any) -> bool:
+    return bool(await value == want)
 
 
 # -- ReplicaSet --------------------------------------------------------------------------------
@@ -304,9 +313,12 @@ async def test_rolling_update_bounds_status_history_and_undo(
         watch_task.cancel()
         assert events > 10 and not violations, violations
 
-        history = (await kubectl(server, "rollout", "history", "deployment/web")).stdout
-        lines = [line.split() for line in history.splitlines()[2:] if line.strip()]
-        assert [line[0] for line in lines] == ["1", "2"]
+        async def history() -> list[list[str]]:
+            out = (await kubectl(server, "rollout", "history", "deployment/web")).stdout
+            return [line.split() for line in out.splitlines()[2:] if line.strip()]
+
+        want = [["1", "first"], ["2", "second"]]  # REVISION, CHANGE-CAUSE
+        await until(lambda: _equals(history(), want), what="history with change causes")
 
         await kubectl(server, "rollout", "undo", "deployment/web")
         await until(lambda: _deploy_status(api_client, "web", updatedReplicas=4, replicas=4,
@@ -318,9 +330,7 @@ async def test_rolling_update_bounds_status_history_and_undo(
         assert back["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "3"
         assert back["metadata"]["annotations"]["deployment.kubernetes.io/revision-history"] == "1"
         assert back["spec"]["replicas"] == 4
-        history = (await kubectl(server, "rollout", "history", "deployment/web")).stdout
-        assert [line.split()[0] for line in history.splitlines()[2:] if line.strip()] == \
-            ["2", "3"]
+        assert [row[0] for row in await history()] == ["2", "3"]
 
 
 async def test_pause_resume_and_restart(api_client: Client, server: ServerProcess) -> None:
@@ -573,11 +583,12 @@ async def _active(client: Client, name: str, n: int) -> bool:
     return len(pods) == n and (j.get("status") or {}).get("active", 0) == n
 
 
-async def test_ttl_after_finished_deletes_the_job(api_client: Client) -> None:
-    async with controllers(api_client), FakeNode(api_client) as node:
+async def test_ttl_after_finished_deletes_the_job_and_its_pods(api_client: Client) -> None:
+    async with controllers(api_client, gc=True), FakeNode(api_client) as node:
         node.policy("succeed")
         await api_client.create(JOBS, job("brief", ttlSecondsAfterFinished=1))
         await until(lambda: _job_done(api_client, "brief", "Complete"), what="complete")
+        assert len((await api_client.list(PODS, NS, label_selector="job-name=brief"))["items"])
 
         async def gone() -> bool:
             try:
@@ -586,4 +597,6 @@ async def test_ttl_after_finished_deletes_the_job(api_client: Client) -> None:
                 return exc.code == 404
             return False
 
+        # Foreground propagation (as Kubernetes): the pods go first, then the Job.
         await until(gone, timeout=10, what="job deleted after its TTL")
+        assert (await api_client.list(PODS, NS, label_selector="job-name=brief"))["items"] == []

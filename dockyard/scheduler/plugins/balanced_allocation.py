@@ -27,15 +27,12 @@ class BalancedAllocation:
         return None if pod.requests.milli_cpu or pod.requests.memory else SKIP
 
     def score(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> int:
-        fractions = []
-        capacity = node.allocatable.milli_cpu
-        if capacity:
-            fractions.append(min(1.0, (node.requested.milli_cpu + pod.requests.milli_cpu)
-                                 / capacity))
-        capacity = node.allocatable.memory
-        if capacity:
-            fractions.append(min(1.0, (node.requested.memory + pod.requests.memory) / capacity))
-        std = abs(fractions[0] - fractions[1]) / 2 if len(fractions) == 2 else 0.0
+        cpu, memory = node.allocatable.milli_cpu, node.allocatable.memory
+        if not cpu or not memory:
+            return MAX_NODE_SCORE  # one fraction or none: a standard deviation of zero
+        cpu_share = (node.requested.milli_cpu + pod.requests.milli_cpu) / cpu
+        memory_share = (node.requested.memory + pod.requests.memory) / memory
+        std = abs(min(cpu_share, 1.0) - min(memory_share, 1.0)) / 2
         return int((1 - std) * MAX_NODE_SCORE)
 
     def normalize_score(self, state: CycleState, pod: PodInfo, scores: list[int]) -> None:

@@ -28,6 +28,13 @@ class NodeResourcesFit:
     EVENTS = frozenset({"NodeAdd", "NodeUpdate", "AssignedPodDelete", "AssignedPodUpdate"})
 
     def filter(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> Status | None:
+        alloc, used, want = node.allocatable, node.requested, pod.requests
+        if len(node.pods) < alloc.allowed_pods and \
+                want.milli_cpu <= alloc.milli_cpu - used.milli_cpu and \
+                want.memory <= alloc.memory - used.memory and \
+                want.ephemeral_storage <= alloc.ephemeral_storage - used.ephemeral_storage \
+                and not want.scalar:
+            return None  # the common case, without building a list of reasons
         reasons = insufficient(pod, node)
         return unschedulable(*reasons) if reasons else None
 

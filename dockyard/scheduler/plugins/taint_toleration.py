@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from dockyard.scheduler.framework import (
+    SKIP,
     CycleState,
     Handle,
     NodeInfo,
@@ -35,6 +36,8 @@ class TaintToleration:
         return None
 
     def pre_score(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]) -> Status | None:
+        if not any(n.taints for n in nodes):
+            return SKIP  # every node would score the same: the choice does not change
         state.write(NAME, [t for t in pod.spec.get("tolerations") or []
                            if t.get("effect") in (None, "", "PreferNoSchedule")])
         return None
