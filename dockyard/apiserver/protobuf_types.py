@@ -20,6 +20,7 @@ BATCH = "io.k8s.api.batch.v1"
 COORDINATION = "io.k8s.api.coordination.v1"
 DISCOVERY = "io.k8s.api.discovery.v1"
 AUTOSCALING = "io.k8s.api.autoscaling.v1"
+SCHEDULING = "io.k8s.api.scheduling.v1"
 
 _CONTAINER = """
     1 name s; 2 image s?; 3 command s[]; 4 args s[]; 5 workingDir s?; 6 ports ContainerPort[]
@@ -445,6 +446,12 @@ PACKAGES: dict[str, dict[str, str]] = {
         "ForZone": "1 name s",
         "ForNode": "1 name s",
     },
+    SCHEDULING: {
+        "PriorityClass": """
+            1 metadata ObjectMeta; 2 value i; 3 globalDefault b?; 4 description s?
+            5 preemptionPolicy s
+        """,
+    },
     AUTOSCALING: {
         "Scale": "1 metadata ObjectMeta; 2 spec ScaleSpec; 3 status ScaleStatus",
         "ScaleSpec": "1 replicas i?",
@@ -464,6 +471,7 @@ TOP_LEVEL: dict[tuple[str, str], str] = {
     ("coordination.k8s.io/v1", "Lease"): f"{COORDINATION}.Lease",
     ("discovery.k8s.io/v1", "EndpointSlice"): f"{DISCOVERY}.EndpointSlice",
     ("autoscaling/v1", "Scale"): f"{AUTOSCALING}.Scale",
+    ("scheduling.k8s.io/v1", "PriorityClass"): f"{SCHEDULING}.PriorityClass",
 }
 # Options kinds are registered in every group version, so clients label them with whichever
 # group they are talking to.

@@ -98,4 +98,9 @@ def sim_command(kubeconfig: str | None, count: int, zones: int, cpu: str, memory
         runner = uvloop.run
     except ImportError:
         runner = asyncio.run
-    runner(_run_sim(path, options))
+    from dockyard.client.rest import ApiError
+
+    try:
+        runner(_run_sim(path, options))
+    except ApiError as exc:
+        raise click.ClickException(f"the API server refused: {exc}") from exc

@@ -329,6 +329,7 @@ class EndpointSliceController(Controller):
             if not caught_up:
                 raise StaleCache(f"slice {namespace}/{name} not yet seen at {rv or 'deleted'}")
             del written[name]
+        self._written.pop(key, None)
 
     async def sync(self, key: str) -> None:
         assert SLICES is not None
@@ -357,9 +358,9 @@ class EndpointSliceController(Controller):
                 zones[node_name] = zone
         wanted = desired_endpoints(service, pods, zones)
         create, update, delete = plan(service, owned, wanted, max_per_slice=self.max_per_slice)
-        written = self._written.setdefault(key, {})
         for eps in delete + stale:
             await self._delete(key, eps)
+        written = self._written.setdefault(key, {})
         for eps in update:
             saved = await self.client.update(SLICES, eps)  # 409: retried after the cache
             written[saved["metadata"]["name"]] = saved["metadata"]["resourceVersion"]

@@ -67,11 +67,22 @@ def eviction_deadline(tolerations: list[Obj], taints: list[Obj], *,
                    if t.get("tolerationSeconds") is not None]
         if not seconds:
             continue  # tolerated forever
-        start = parse_time(taint.get("timeAdded")) or added_at.get(
-            (taint.get("key") or "", taint.get("value") or ""), datetime.now(UTC))
+        start = _start(taint, added_at.get((taint.get("key") or "", taint.get("value") or "")))
         at = start + timedelta(seconds=max(0, min(seconds)))
         deadline = at if deadline is None or at < deadline else deadline
     return deadline
+
+
+def _start(taint: Obj, seen: datetime | None) -> datetime:
+    """When a taint's toleration clock started: its `timeAdded`, refined by when we saw it
+    within the second that RFC 3339 drops (so a 1 s toleration is never cut to 0.1 s), and
+    kept after a restart (so the deadline survives one)."""
+    added = parse_time(taint.get("timeAdded"))
+    if added is None:
+        return seen or datetime.now(UTC)
+    if seen is not None and added <= seen < added + timedelta(seconds=1):
+        return seen
+    return added
 
 
 # -- the controller ------------------------------------------------------------------------

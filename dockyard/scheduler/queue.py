@@ -34,6 +34,7 @@ class QueuedPodInfo:
     backoff_until: float = 0.0
     entered_unschedulable: float = 0.0
     cycle: int = 0  # the scheduling cycle that popped it last
+    changed_in_flight: bool = False  # the pod itself changed while a cycle was on it
 
 
 def _spec_changed(old: Obj, new: Obj) -> bool:
@@ -47,6 +48,9 @@ def _spec_changed(old: Obj, new: Obj) -> bool:
 
 
 class SchedulingQueue:
+    """Pending pods of one scheduler: `add`/`update`/`delete` from informers, `pop` for the
+    loop, `add_unschedulable`/`add_backoff` after a failed cycle, `move` on cluster events."""
+
     def __init__(self, *, initial_backoff: float = INITIAL_BACKOFF,
                  max_backoff: float = MAX_BACKOFF,
                  unschedulable_timeout: float = UNSCHEDULABLE_TIMEOUT,
@@ -95,6 +99,8 @@ class SchedulingQueue:
         for items in (self._active_items, self._backoff_items, self._in_flight):
             qpi = items.get(key)
             if qpi is not None:
+                if items is self._in_flight and _spec_changed(qpi.pod.pod, pod.pod):
+                    qpi.changed_in_flight = True
                 qpi.pod = pod
                 return
         qpi = self._unschedulable.get(key)
@@ -171,7 +177,8 @@ class SchedulingQueue:
         qpi.unschedulable_plugins = set(plugins)
         qpi.backoff_until = self._now() + self.backoff_duration(qpi.attempts)
         qpi.timestamp = self._now()
-        if self._move_cycle >= qpi.cycle:
+        if self._move_cycle >= qpi.cycle or qpi.changed_in_flight:
+            qpi.changed_in_flight = False
             self._push_backoff(qpi)
         else:
             qpi.entered_unschedulable = self._now()

@@ -17,6 +17,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+import httpx
+
 from dockyard.api.quantity import QuantityError, parse_quantity
 from dockyard.api.resources import by_kind
 from dockyard.client.informer import Handlers, Informer, by_node, object_key, split_key
@@ -107,7 +109,7 @@ class SimulatedNodes:
         workers: list[asyncio.Task[None]] = []
         try:
             started = time.monotonic()
-            await self._bounded(self._register, self.names)
+            await self._bounded(self._register_retrying, self.names)
             await asyncio.gather(self.nodes.wait_synced(), self.pods.wait_synced())
             log.info("registered %d simulated nodes in %.1fs", len(self.names),
                      time.monotonic() - started)
@@ -148,7 +150,7 @@ class SimulatedNodes:
         while (key := await queue.get()) is not None:
             try:
                 await fn(key)
-            except (ApiError, OSError) as exc:
+            except (ApiError, OSError, httpx.HTTPError) as exc:
                 log.debug("sim: %s failed: %s", key, exc)
                 queue.add_rate_limited(key)
             except Exception:  # noqa: BLE001 - one bad object must not stop the simulation
@@ -160,6 +162,21 @@ class SimulatedNodes:
                 queue.done(key)
 
     # -- nodes -----------------------------------------------------------------------------
+
+    async def _register_retrying(self, name: str) -> None:
+        """The kubelet keeps trying to register until the API server lets it."""
+        delay = 0.1
+        while True:
+            try:
+                await self._register(name)
+                return
+            except (ApiError, OSError, httpx.HTTPError) as exc:
+                if isinstance(exc, ApiError) and 400 <= exc.code < 500 and exc.code != 429:
+                    raise  # the node itself is refused (a bad quantity, say): say so
+                log.warning("sim: registering node %s failed (retry in %.1fs): %s", name, delay,
+                            exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
     async def _register(self, name: str) -> None:
         """registerWithAPIServer: create the Node, or adopt the existing one."""

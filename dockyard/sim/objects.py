@@ -7,6 +7,7 @@ can collide with a real address on the machine or reach a real host.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 from datetime import UTC, datetime
@@ -83,6 +84,22 @@ def conditions(previous: list[Obj] | None, now: str) -> list[Obj]:
     return out
 
 
+@functools.lru_cache(maxsize=100_000)
+def _node_info(name: str) -> tuple[tuple[str, str], ...]:
+    return (
+        ("machineID", _uuid_for(name, "machine").replace("-", "")),
+        ("systemUUID", _uuid_for(name, "system")),
+        ("bootID", _uuid_for(name, "boot")),
+        ("kernelVersion", "6.1.0-dockyard-sim"),
+        ("osImage", "dockyard simulated node"),
+        ("containerRuntimeVersion", "sim://1.0.0"),
+        ("kubeletVersion", KUBELET_VERSION),
+        ("kubeProxyVersion", KUBELET_VERSION),
+        ("operatingSystem", "linux"),
+        ("architecture", "amd64"),
+    )
+
+
 def node_status(name: str, ip: str, *, cpu: str, memory: str, pods: str,
                 previous: list[Obj] | None = None) -> Obj:
     resources = {"cpu": cpu, "memory": memory, "pods": pods, "ephemeral-storage": "100Gi"}
@@ -92,18 +109,7 @@ def node_status(name: str, ip: str, *, cpu: str, memory: str, pods: str,
         "conditions": conditions(previous, now_rfc3339()),
         "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}],
         "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
-        "nodeInfo": {
-            "machineID": _uuid_for(name, "machine").replace("-", ""),
-            "systemUUID": _uuid_for(name, "system"),
-            "bootID": _uuid_for(name, "boot"),
-            "kernelVersion": "6.1.0-dockyard-sim",
-            "osImage": "dockyard simulated node",
-            "containerRuntimeVersion": "sim://1.0.0",
-            "kubeletVersion": KUBELET_VERSION,
-            "kubeProxyVersion": KUBELET_VERSION,
-            "operatingSystem": "linux",
-            "architecture": "amd64",
-        },
+        "nodeInfo": dict(_node_info(name)),
     }
 
 

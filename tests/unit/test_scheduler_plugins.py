@@ -434,3 +434,26 @@ async def test_queue_orders_by_priority_and_moves_on_events() -> None:
     popped = await asyncio.wait_for(queue.pop(), 1.0)
     assert popped is not None and popped.pod.name == "p1" and popped.attempts == 2
     assert queue.backoff_duration(1) == 0.05 and queue.backoff_duration(10) == 0.2
+
+
+async def test_queue_requeues_on_own_changes_not_on_status_writes() -> None:
+    queue = SchedulingQueue(initial_backoff=0.01, max_backoff=0.01)
+    raw = pod("p1")
+    queue.add(PodInfo(raw))
+    qpi = await queue.pop()
+    assert qpi is not None
+    queue.add_unschedulable(qpi, {"TaintToleration"})
+    status_only = {**raw, "status": {"conditions": [{"type": "PodScheduled"}]}}
+    queue.update(PodInfo(status_only))  # the scheduler's own condition write: stays parked
+    assert queue.pending()["unschedulable"] == 1
+    tolerant = {**raw, "spec": {**raw["spec"], "tolerations": [{"operator": "Exists"}]}}
+    queue.update(PodInfo(tolerant))  # the user added a toleration: try again
+    assert queue.pending()["unschedulable"] == 0
+    again = await asyncio.wait_for(queue.pop(), 1.0)
+    assert again is not None and again.pod.spec["tolerations"] == [{"operator": "Exists"}]
+    # an event during the cycle sends the pod to back-off instead of parking it
+    queue.move("NodeAdd", {})
+    queue.add_unschedulable(again, {"TaintToleration"})
+    assert queue.pending() == {"active": 0, "backoff": 1, "unschedulable": 0, "in_flight": 0}
+    queue.delete("default/p1")
+    assert "default/p1" not in queue

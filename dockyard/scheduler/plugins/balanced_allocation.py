@@ -30,9 +30,15 @@ class BalancedAllocation:
         cpu, memory = node.allocatable.milli_cpu, node.allocatable.memory
         if not cpu or not memory:
             return MAX_NODE_SCORE  # one fraction or none: a standard deviation of zero
-        cpu_share = (node.requested.milli_cpu + pod.requests.milli_cpu) / cpu
-        memory_share = (node.requested.memory + pod.requests.memory) / memory
-        std = abs(min(cpu_share, 1.0) - min(memory_share, 1.0)) / 2
+        used, want = node.requested, pod.requests
+        cpu_share = (used.milli_cpu + want.milli_cpu) / cpu
+        memory_share = (used.memory + want.memory) / memory
+        if cpu_share > 1.0:
+            cpu_share = 1.0
+        if memory_share > 1.0:
+            memory_share = 1.0
+        std = (cpu_share - memory_share if cpu_share > memory_share
+               else memory_share - cpu_share) / 2
         return int((1 - std) * MAX_NODE_SCORE)
 
     def normalize_score(self, state: CycleState, pod: PodInfo, scores: list[int]) -> None:

@@ -40,6 +40,13 @@ class NodeResourcesFit:
 
     def score(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> int:
         """LeastAllocated over cpu and memory, each weighted 1."""
+        cpu, memory = node.allocatable.milli_cpu, node.allocatable.memory
+        if cpu and memory:  # the usual node: both resources count
+            used_cpu = node.non_zero_cpu + pod.non_zero_cpu
+            used_memory = node.non_zero_memory + pod.non_zero_memory
+            return ((0 if used_cpu > cpu else (cpu - used_cpu) * MAX_NODE_SCORE // cpu)
+                    + (0 if used_memory > memory
+                       else (memory - used_memory) * MAX_NODE_SCORE // memory)) // 2
         total = weights = 0
         capacity = node.allocatable.milli_cpu
         if capacity:
