@@ -1,8 +1,10 @@
 """The async REST client every component uses: typed verbs over the Kubernetes API paths.
 
-One `Client` holds one `httpx.AsyncClient` (keep-alive TLS, the cluster CA, a bearer token from
-a kubeconfig). Verbs take a `ResourceInfo` so callers never build paths; errors arrive as
+One `Client` holds one `aiohttp.ClientSession` (keep-alive TLS, the cluster CA, a bearer token
+from a kubeconfig). Verbs take a `ResourceInfo` so callers never build paths; errors arrive as
 `ApiError` carrying the server's `Status`. Watches are async iterators of (type, object).
+aiohttp, not httpx: a request costs ~0.15 ms of client CPU instead of ~2 ms, and components
+(scheduler, controllers, simulated nodes) make thousands of them per second.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 import yaml
 
@@ -41,6 +43,10 @@ class ApiError(Exception):
         return str(self.status.get("reason", ""))
 
 
+class TransportError(OSError):
+    """The API server could not be reached or the connection broke (no HTTP answer)."""
+
+
 def is_not_found(exc: BaseException) -> bool:
     return isinstance(exc, ApiError) and exc.code == 404
 
@@ -52,17 +58,24 @@ def is_conflict(exc: BaseException) -> bool:
 class Client:
     def __init__(self, base_url: str, *, token: str = "", ca_file: str | None = None,
                  ca_pem: str | None = None, user_agent: str = "dockyard") -> None:
-        verify: ssl.SSLContext | bool = True
+        self._ssl: ssl.SSLContext | bool = True
         if ca_file or ca_pem:
-            verify = ssl.create_default_context(cafile=ca_file, cadata=ca_pem)
-        headers = {"User-Agent": user_agent, "Accept": "application/json"}
+            self._ssl = ssl.create_default_context(cafile=ca_file, cadata=ca_pem)
+        self._headers = {"User-Agent": user_agent, "Accept": "application/json"}
         if token:
-            headers["Authorization"] = f"Bearer {token}"
-        self.base_url = base_url
-        self._http = httpx.AsyncClient(
-            base_url=base_url, verify=verify, headers=headers, timeout=httpx.Timeout(30.0),
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
-        )
+            self._headers["Authorization"] = f"Bearer {token}"
+        self.base_url = base_url.rstrip("/")
+        self._session: aiohttp.ClientSession | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        # Created on first use: a session belongs to the running event loop.
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                base_url=self.base_url, headers=self._headers,
+                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=200),
+                timeout=aiohttp.ClientTimeout(total=30),
+            )
+        return self._session
 
     @classmethod
     def from_kubeconfig(cls, path: str | Path, *, user_agent: str = "dockyard") -> Client:
@@ -80,7 +93,9 @@ class Client:
                    user_agent=user_agent)
 
     async def close(self) -> None:
-        await self._http.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     # -- paths -----------------------------------------------------------------------------
 
@@ -103,14 +118,22 @@ class Client:
                       body: Any = None, content_type: str = "application/json") -> Any:
         content = orjson.dumps(body) if body is not None else None
         headers = {"Content-Type": content_type} if content is not None else None
-        response = await self._http.request(method, path, params=params, content=content,
-                                            headers=headers)
-        data = orjson.loads(response.content) if response.content else {}
-        if response.status_code >= 400:
+        try:
+            async with self._http().request(method, path, params=_query(params), data=content,
+                                            headers=headers) as response:
+                raw = await response.read()
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise TransportError(f"{method} {path}: {exc or type(exc).__name__}") from exc
+        try:
+            data = orjson.loads(raw) if raw else {}
+        except orjson.JSONDecodeError:
+            data = None
+        if status >= 400:
             if not isinstance(data, dict) or data.get("kind") != "Status":
-                data = {"kind": "Status", "code": response.status_code,
-                        "message": response.text}
-            raise ApiError(response.status_code, data)
+                data = {"kind": "Status", "code": status,
+                        "message": raw.decode(errors="replace")}
+            raise ApiError(status, data)
         return data
 
     async def get(self, info: ResourceInfo, namespace: str | None, name: str) -> Obj:
@@ -181,13 +204,30 @@ class Client:
             params["labelSelector"] = label_selector
         if field_selector:
             params["fieldSelector"] = field_selector
-        timeout = httpx.Timeout(30.0, read=timeout_seconds + 30.0)
-        async with self._http.stream("GET", self.path(info, namespace), params=params,
-                                     timeout=timeout) as response:
-            if response.status_code >= 400:
-                body = await response.aread()
-                raise ApiError(response.status_code, orjson.loads(body) if body else {})
-            async for line in response.aiter_lines():
-                if line:
-                    event = orjson.loads(line)
-                    yield event["type"], event["object"]
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=30,
+                                        sock_read=timeout_seconds + 30.0)
+        try:
+            async with self._http().get(self.path(info, namespace), params=_query(params),
+                                        timeout=timeout) as response:
+                if response.status >= 400:
+                    body = await response.read()
+                    raise ApiError(response.status, orjson.loads(body) if body else {})
+                buffer = b""
+                # Split lines ourselves: one event may be megabytes, beyond readline()'s limit.
+                async for chunk in response.content.iter_any():
+                    buffer += chunk
+                    while (end := buffer.find(b"\n")) >= 0:
+                        line, buffer = buffer[:end], buffer[end + 1:]
+                        if line.strip():
+                            event = orjson.loads(line)
+                            yield event["type"], event["object"]
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise TransportError(f"watch {info.plural}: {exc or type(exc).__name__}") from exc
+
+
+def _query(params: dict[str, Any] | None) -> dict[str, str] | None:
+    """aiohttp takes only strings, ints and floats as query values."""
+    if not params:
+        return None
+    return {k: ("true" if v is True else "false" if v is False else str(v))
+            for k, v in params.items()}

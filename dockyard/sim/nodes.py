@@ -17,8 +17,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-import httpx
-
 from dockyard.api.quantity import QuantityError, parse_quantity
 from dockyard.api.resources import by_kind
 from dockyard.client.informer import Handlers, Informer, by_node, object_key, split_key
@@ -150,7 +148,7 @@ class SimulatedNodes:
         while (key := await queue.get()) is not None:
             try:
                 await fn(key)
-            except (ApiError, OSError, httpx.HTTPError) as exc:
+            except (ApiError, OSError) as exc:
                 log.debug("sim: %s failed: %s", key, exc)
                 queue.add_rate_limited(key)
             except Exception:  # noqa: BLE001 - one bad object must not stop the simulation
@@ -170,7 +168,7 @@ class SimulatedNodes:
             try:
                 await self._register(name)
                 return
-            except (ApiError, OSError, httpx.HTTPError) as exc:
+            except (ApiError, OSError) as exc:
                 if isinstance(exc, ApiError) and 400 <= exc.code < 500 and exc.code != 429:
                     raise  # the node itself is refused (a bad quantity, say): say so
                 log.warning("sim: registering node %s failed (retry in %.1fs): %s", name, delay,
