@@ -137,14 +137,21 @@ def _run_component(kubeconfig_path: str | None, verbose: int, name: str, body) -
 
 @main.command("scheduler")
 @_component_options
+@click.option("--scheduler-name", default="default-scheduler", show_default=True,
+              help="Schedule only pods whose spec.schedulerName is this.")
+@click.option("--percentage-of-nodes-to-score", type=int, default=0, show_default=True,
+              help="Share of nodes examined per pod (0: adaptive, as Kubernetes).")
 def scheduler_command(kubeconfig_path: str | None, leader_elect: bool, lease_duration: float,
-                      verbose: int) -> None:
+                      verbose: int, scheduler_name: str,
+                      percentage_of_nodes_to_score: int) -> None:
     """Run the scheduler against any API server (leader-elected on kube-system/kube-scheduler)."""
     from dockyard.scheduler.app import run_scheduler
 
     _run_component(kubeconfig_path, verbose, "scheduler", lambda client: run_scheduler(
         client, leader_elect=leader_elect, lease_duration=lease_duration,
-        renew_deadline=lease_duration * 2 / 3, retry_period=lease_duration / 7.5))
+        renew_deadline=lease_duration * 2 / 3, retry_period=lease_duration / 7.5,
+        scheduler_name=scheduler_name,
+        percentage_of_nodes_to_score=percentage_of_nodes_to_score))
 
 
 @main.command("controller-manager")

@@ -142,43 +142,52 @@ def test_pods_of_a_dead_node_are_replaced(cluster: ServerProcess) -> None:
             spare.stop()
 
 
-def test_controller_manager_leader_failover(tmp_path: Path) -> None:
-    """Two controller managers: only one acts; SIGKILL it and the other takes over."""
-    srv = ServerProcess(tmp_path / "data", extra_args=["--disable-controller-manager"])
+def holder_pid(server: ServerProcess, lease: str) -> int:
+    out = server.kubectl("get", "lease", "-n", "kube-system", lease, "-o",
+                         "jsonpath={.spec.holderIdentity}", check=False).stdout
+    parts = out.strip().split("_")  # host_pid_random
+    return int(parts[1]) if len(parts) == 3 else 0
+
+
+@pytest.mark.parametrize("component,lease,flag", [
+    ("controller-manager", "kube-controller-manager", "--disable-controller-manager"),
+    ("scheduler", "kube-scheduler", "--disable-scheduler"),
+])
+def test_leader_failover(tmp_path: Path, component: str, lease: str, flag: str) -> None:
+    """Two instances of a component: only one acts; SIGKILL it and the other takes over."""
+    srv = ServerProcess(tmp_path / "data", extra_args=[flag])
     srv.data_dir.mkdir()
     srv.start()
     env = {**os.environ, "KUBECONFIG": str(srv.kubeconfig)}
-    managers = {}
+    nodes = Sim(srv, "n", nodes=1, zones=1)
+    instances = {}
     try:
         for _ in range(2):
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "dockyard.cli.main", "controller-manager",
-                 "--lease-duration", "3", "--controllers", "replicaset"],
-                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            managers[proc.pid] = proc
-
-        def holder_pid() -> int:
-            out = srv.kubectl("get", "lease", "-n", "kube-system", "kube-controller-manager",
-                              "-o", "jsonpath={.spec.holderIdentity}", check=False).stdout
-            parts = out.strip().split("_")
-            return int(parts[1]) if len(parts) == 3 else 0
-
-        leader = eventually(holder_pid)
+            proc = subprocess.Popen([sys.executable, "-m", "dockyard.cli.main", component,
+                                     "--lease-duration", "3"], env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            instances[proc.pid] = proc
+        leader = eventually(lambda: holder_pid(srv, lease))
         srv.kubectl("apply", "-f", "-", input=REPLICASET.replace("NAME", "before"))
-        eventually(lambda: len(pods(srv, "rs=before")) == 2)
-        managers[leader].send_signal(signal.SIGKILL)
-        managers[leader].wait()
+        eventually(lambda: len([p for p in pods(srv, "rs=before")
+                                if p["status"].get("phase") == "Running"]) == 2, timeout=30)
+        time.sleep(1)
+        assert holder_pid(srv, lease) == leader  # the standby never stole a live lease
+        instances[leader].send_signal(signal.SIGKILL)
+        instances[leader].wait()
         started = time.monotonic()
-        successor = eventually(lambda: holder_pid() not in (0, leader) and holder_pid(),
-                               timeout=15)
-        assert successor in managers and time.monotonic() - started < 15
+        successor = eventually(lambda: holder_pid(srv, lease) not in (0, leader)
+                               and holder_pid(srv, lease), timeout=15)
+        assert successor in instances and time.monotonic() - started < 15
         srv.kubectl("apply", "-f", "-", input=REPLICASET.replace("NAME", "after"))
-        eventually(lambda: len(pods(srv, "rs=after")) == 2)  # the new leader acts
+        eventually(lambda: len([p for p in pods(srv, "rs=after")  # the new leader acts
+                                if p["status"].get("phase") == "Running"]) == 2, timeout=30)
     finally:
-        for proc in managers.values():
+        for proc in instances.values():
             if proc.poll() is None:
                 proc.terminate()
                 proc.wait(10)
+        nodes.stop()
         srv.stop()
 
 
