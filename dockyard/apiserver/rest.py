@@ -39,6 +39,7 @@ NAMESPACES = by_kind("", "Namespace")
 _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' generateName alphabet
 _MAX_RETRIES = 16
 MAX_OBJECT_BYTES = 3 * 1024 * 1024
+PROTECTED_NAMESPACES = ("default", "kube-system", "kube-public")  # as the real apiserver
 
 
 def now_rfc3339(at: datetime | None = None) -> str:
@@ -327,6 +328,10 @@ class Registry:
         self, info: ResourceInfo, namespace: str | None, name: str, opts: DeleteOptions
     ) -> tuple[Obj, bool]:
         """Delete now, or start a graceful/finalized deletion. Returns (object, deleted now)."""
+        if info.kind == "Namespace" and name in PROTECTED_NAMESPACES:
+            raise errors.APIError(403, "Forbidden", f'namespaces "{name}" is forbidden: this '
+                                  "namespace may not be deleted",
+                                  {"name": name, "kind": "namespaces"})
         key = info.key(namespace, name)
         for _ in range(_MAX_RETRIES):
             kv = await self.store.get(key)

@@ -70,6 +70,8 @@ def test_errors_are_status_objects(server: ServerProcess, api: httpx.Client) -> 
 def test_system_namespaces_and_discovery(api: httpx.Client) -> None:
     names = {n["metadata"]["name"] for n in api.get("/api/v1/namespaces").json()["items"]}
     assert {"default", "kube-system", "kube-node-lease", "kube-public"} <= names
+    refused = api.delete("/api/v1/namespaces/kube-system")
+    assert refused.status_code == 403 and "may not be deleted" in refused.json()["message"]
     groups = {g["name"] for g in api.get("/apis").json()["groups"]}
     assert {"apps", "batch", "coordination.k8s.io", "discovery.k8s.io"} <= groups
     core = {r["name"] for r in api.get("/api/v1").json()["resources"]}
