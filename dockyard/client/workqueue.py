@@ -2,13 +2,21 @@
 
 A key is queued at most once however often it is added (dirty set), is never handed to two
 workers at once (processing set; re-adds during processing run after `done`), and failed keys
-come back after an exponential back-off until `forget`.
+come back after an exponential back-off until `forget`. `add_batched` spaces a key's runs by a
+period, so the events of one burst share a run (kube-controller-manager's
+--endpoint-updates-batch-period) while a lone event is still handled at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
+
+# `add_batched` remembers when each key was last handed out; entries older than this are
+# dropped once there are many (no batching period is anywhere near as long).
+_TAKEN_HORIZON = 60.0
+_TAKEN_PRUNE_AT = 10_000
 
 
 class WorkQueue:
@@ -18,6 +26,8 @@ class WorkQueue:
         self._processing: set[str] = set()
         self._failures: dict[str, int] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._taken: dict[str, float] = {}  # key -> when a worker last got it (monotonic)
+        self._prune_at = _TAKEN_PRUNE_AT
         self._ready = asyncio.Event()
         self._base = base_delay
         self._max = max_delay
@@ -50,6 +60,21 @@ class WorkQueue:
         self._timers.pop(key, None)
         self.add(key)
 
+    def add_batched(self, key: str, period: float) -> None:
+        """Add `key` no sooner than `period` seconds after a worker last took it.
+
+        For changes that only move what a run would report (counts in a status): a burst
+        of them costs one run per period instead of one per change, and one change after a
+        quiet spell is processed immediately."""
+        if key in self._dirty:
+            return  # already waiting: that run will see this change too
+        last = self._taken.get(key)
+        wait = 0.0 if last is None else last + period - time.monotonic()
+        if wait > 0:
+            self.add_after(key, wait)
+        else:
+            self.add(key)
+
     def add_rate_limited(self, key: str) -> None:
         failures = self._failures.get(key, 0)
         self._failures[key] = failures + 1
@@ -74,6 +99,11 @@ class WorkQueue:
         key = self._queue.popleft()
         self._processing.add(key)
         self._dirty.discard(key)
+        now = time.monotonic()
+        if len(self._taken) >= self._prune_at:  # amortized: at most once per doubling
+            self._taken = {k: t for k, t in self._taken.items() if now - t < _TAKEN_HORIZON}
+            self._prune_at = max(_TAKEN_PRUNE_AT, 2 * len(self._taken))
+        self._taken[key] = now
         return key
 
     def done(self, key: str) -> None:

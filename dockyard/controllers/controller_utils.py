@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from dockyard.api.meta import name_is_dns_subdomain
+from dockyard.api.meta import name_is_dns_subdomain, selector_matches
 
 Obj = dict[str, Any]
 
@@ -77,6 +77,18 @@ def new_controller_ref(owner: Obj, api_version: str, kind: str) -> Obj:
     """metav1.NewControllerRef: blockOwnerDeletion and controller both true."""
     return {"apiVersion": api_version, "kind": kind, "name": meta(owner)["name"],
             "uid": meta(owner)["uid"], "controller": True, "blockOwnerDeletion": True}
+
+
+def label_matcher(selector: Any) -> Callable[[Any], bool]:
+    """`selector_matches(selector, labels)` as a predicate on labels, compiled once: a plain
+    matchLabels selector becomes one C-level dict-items comparison per object."""
+    if isinstance(selector, dict) and not selector.get("matchExpressions"):
+        match_labels = selector.get("matchLabels") or {}
+        if isinstance(match_labels, dict) and \
+                all(isinstance(v, str) for v in match_labels.values()):
+            items = dict(match_labels).items()
+            return lambda labels: items <= (labels if isinstance(labels, dict) else {}).items()
+    return lambda labels: selector_matches(selector, labels)
 
 
 def key_of(obj: Obj) -> str:

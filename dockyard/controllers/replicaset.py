@@ -1,9 +1,10 @@
 """The ReplicaSet controller (Kubernetes' pkg/controller/replicaset).
 
-Pod and ReplicaSet events enqueue the owning ReplicaSet; `sync` claims the pods its selector
-picks (adopting orphans, releasing strays), creates missing pods in slow-start batches or
-deletes the least valuable surplus ones, guarded by expectations so it never acts twice on a
-stale cache, and always writes status (replicas, ready, available, ReplicaFailure).
+Pod and ReplicaSet events enqueue the owning ReplicaSet (those that only move status counts,
+in batches); `sync` claims the pods its selector picks (adopting orphans, releasing strays),
+creates missing pods in slow-start batches or deletes the least valuable surplus ones, guarded
+by expectations so it never acts twice on a stale cache, and writes status (replicas, ready,
+available, ReplicaFailure) when it changed.
 """
 
 from __future__ import annotations
@@ -24,14 +25,17 @@ from dockyard.controllers.controller_utils import (
     Obj,
     controller_of,
     error_message,
-    filter_active_pods,
+    is_pod_active,
     is_pod_available,
     is_pod_ready,
     key_of,
+    label_matcher,
     meta,
     new_controller_ref,
+    now,
     pod_from_template,
     rank_pods_for_deletion,
+    ready_condition,
     rfc3339,
     slow_start_batch,
     spec,
@@ -46,11 +50,17 @@ REPLICASETS = by_kind("apps", "ReplicaSet")
 assert PODS is not None and REPLICASETS is not None
 
 BY_CONTROLLER_UID = "by_controller_uid"
+BY_ORPHAN_NAMESPACE = "by_orphan_namespace"
 
 
 def by_controller_uid(obj: Obj) -> list[str]:
     ref = controller_of(obj)
     return [ref["uid"]] if ref and ref.get("uid") else []
+
+
+def by_orphan_namespace(obj: Obj) -> list[str]:
+    """Objects without a controller, by namespace: what a ReplicaSet may adopt."""
+    return [] if controller_of(obj) else [meta(obj).get("namespace") or ""]
 
 
 def _is_not_found_ns_terminating(exc: BaseException) -> bool:
@@ -63,7 +73,14 @@ class ReplicaSetController(Controller):
 
     Options: `workers` (concurrent syncs, 5 as kube-controller-manager's
     --concurrent-replicaset-syncs), `burst_replicas` (most pods created or deleted in one
-    sync, 500), `status_update_retries` (1).
+    sync, 500), `status_update_retries` (1), `max_in_flight` (pod creates and deletes
+    awaiting an answer at once, 8: a slow-start batch is issued whole, but flows over a
+    few kept-alive connections, as client-go's over one HTTP/2 connection, instead of a
+    connection and TLS handshake per pod and a flood that starves the watches the next
+    step waits on), `status_batch_seconds` (a pod event that only moves the status counts
+    syncs at most this often per ReplicaSet, 0.05: 1,000 pods turning ready cost a few
+    dozen syncs and status writes, not 1,000; events that may call for creating or
+    deleting pods are handled at once).
     """
 
     name = "replicaset-controller"
@@ -72,18 +89,22 @@ class ReplicaSetController(Controller):
 
     def __init__(self, client: Client, factory: InformerFactory, recorder: EventRecorder, *,
                  workers: int = 5, burst_replicas: int = 500,
-                 status_update_retries: int = 1) -> None:
+                 status_update_retries: int = 1, max_in_flight: int = 8,
+                 status_batch_seconds: float = 0.05) -> None:
         super().__init__()
         self.client = client
         self.recorder = recorder
         self.workers = workers
         self.burst_replicas = burst_replicas
         self.status_update_retries = status_update_retries
+        self._in_flight = asyncio.Semaphore(max_in_flight)
+        self.status_batch_seconds = status_batch_seconds
         self.expectations = Expectations()
         self.rs_informer = factory.informer(REPLICASETS, indexers={
             "by_namespace": by_namespace, BY_CONTROLLER_UID: by_controller_uid})
         self.pod_informer = factory.informer(PODS, indexers={
-            "by_namespace": by_namespace, "by_owner_uid": by_owner_uid})
+            "by_namespace": by_namespace, "by_owner_uid": by_owner_uid,
+            BY_ORPHAN_NAMESPACE: by_orphan_namespace})
         self.rs_informer.add_handlers(Handlers(self._add_rs, self._update_rs, self._delete_rs))
         self.pod_informer.add_handlers(Handlers(self._add_pod, self._update_pod,
                                                 self._delete_pod))
@@ -99,12 +120,26 @@ class ReplicaSetController(Controller):
     def _update_rs(self, old: Obj, cur: Obj) -> None:
         if meta(old).get("uid") != meta(cur).get("uid"):
             self._delete_rs(old)
-        self.queue.add(key_of(cur))
+        if spec(old) == spec(cur) and \
+                meta(old).get("deletionTimestamp") == meta(cur).get("deletionTimestamp"):
+            self._enqueue(key_of(cur), counts_only=True)  # a status write, most likely ours
+        else:
+            self.queue.add(key_of(cur))
 
     def _delete_rs(self, rs: Obj) -> None:
         key = key_of(rs)
         self.expectations.forget(key)
         self.queue.add(key)
+
+    def _enqueue(self, key: str, *, counts_only: bool = False) -> None:
+        """Sync at once when the change may call for creating or deleting pods; join a
+        batch when it only moves the status counts (readiness), or while the expectations
+        are unmet (the sync may then only count: the informer is catching up with a burst
+        of our own creates or deletes, and the last of them comes back here at once)."""
+        if counts_only or not self.expectations.satisfied(key):
+            self.queue.add_batched(key, self.status_batch_seconds)
+        else:
+            self.queue.add(key)
 
     def _resolve(self, namespace: str, ref: Obj | None) -> Obj | None:
         if ref is None or ref.get("kind") != self.kind:
@@ -128,7 +163,7 @@ class ReplicaSetController(Controller):
         rs = self._resolve(meta(pod)["namespace"], controller_of(pod))
         if rs is not None:
             self.expectations.creation_observed(key_of(rs))
-            self.queue.add(key_of(rs))
+            self._enqueue(key_of(rs))
             return
         if controller_of(pod) is None:  # an orphan: whoever selects it may adopt it
             for rs in self._matching_rs(pod):
@@ -153,7 +188,12 @@ class ReplicaSetController(Controller):
             rs = self._resolve(namespace, cur_ref)
             if rs is None:
                 return
-            self.queue.add(key_of(rs))
+            if labels_changed or ref_changed or is_pod_active(old) != is_pod_active(cur):
+                self._enqueue(key_of(rs))
+            elif ready_condition(old) != ready_condition(cur):
+                self._enqueue(key_of(rs), counts_only=True)
+            else:
+                return  # e.g. a binding: nothing a sync reads changed, so it would do nothing
             min_ready = int(spec(rs).get("minReadySeconds") or 0)
             if min_ready and not is_pod_ready(old) and is_pod_ready(cur):
                 # Availability is a matter of time: look again once the pod has been ready
@@ -170,7 +210,7 @@ class ReplicaSetController(Controller):
             return
         key = key_of(rs)
         self.expectations.deletion_observed(key, key_of(pod))
-        self.queue.add(key)
+        self._enqueue(key)
 
     # -- sync ---------------------------------------------------------------------------------
 
@@ -185,12 +225,7 @@ class ReplicaSetController(Controller):
         if selector is None:
             log.warning("replicaset %s has no selector", key)
             return
-        # All pods of the namespace, so pods we own that no longer match are released.
-        pods = filter_active_pods(self.pod_informer.by_index("by_namespace", namespace or ""))
-        manager = RefManager(self.client, PODS, rs, owner_api_version=self.api_version,
-                             owner_kind=self.kind, selector=selector,
-                             can_adopt=recheck_deletion_timestamp(self.client, REPLICASETS, rs))
-        pods = await manager.claim(pods)
+        pods = await self._claim_pods(rs, namespace or "", selector)
         manage_error: BaseException | None = None
         if needs_sync and not meta(rs).get("deletionTimestamp"):
             try:
@@ -208,6 +243,37 @@ class ReplicaSetController(Controller):
         if manage_error is not None:
             raise manage_error
 
+    async def _claim_pods(self, rs: Obj, namespace: str, selector: Obj) -> list[Obj]:
+        """The active pods of the namespace this ReplicaSet controls, after adopting the
+        orphans it selects and releasing the pods it controls but no longer selects.
+
+        Read from two indexes (its own pods, the namespace's orphans) rather than every pod
+        of the namespace; the pods it controls and still selects, nearly all of them, are
+        kept without going through the RefManager."""
+        uid = meta(rs)["uid"]
+        matches = label_matcher(selector)
+        kept: list[Obj] = []
+        others: list[Obj] = []
+        for pod in self.pod_informer.by_index("by_owner_uid", uid):
+            m = pod["metadata"]
+            if m.get("namespace") != namespace or not is_pod_active(pod):
+                continue
+            ref = controller_of(pod)
+            if ref is None or ref.get("uid") != uid:
+                continue  # an orphan (listed below) or someone else's
+            if matches(m.get("labels")):
+                kept.append(pod)
+            else:
+                others.append(pod)  # to release
+        others += [pod for pod in self.pod_informer.by_index(BY_ORPHAN_NAMESPACE, namespace)
+                   if is_pod_active(pod)]
+        if not others:
+            return kept
+        manager = RefManager(self.client, PODS, rs, owner_api_version=self.api_version,
+                             owner_kind=self.kind, selector=selector,
+                             can_adopt=recheck_deletion_timestamp(self.client, REPLICASETS, rs))
+        return kept + await manager.claim(others)
+
     async def _manage_replicas(self, pods: list[Obj], rs: Obj) -> None:
         key = key_of(rs)
         diff = len(pods) - int(spec(rs).get("replicas") or 0)
@@ -215,12 +281,14 @@ class ReplicaSetController(Controller):
             count = min(-diff, self.burst_replicas)
             self.expectations.expect_creations(key, count)
             ref = new_controller_ref(rs, self.api_version, self.kind)
-            template = spec(rs).get("template") or {}
+            # One body for the whole burst: each create only serializes it (generateName
+            # names the pods), so it need not be copied from the template per pod.
+            body = pod_from_template(spec(rs).get("template") or {}, rs, ref)
 
             async def create() -> None:
-                body = pod_from_template(template, rs, ref)
                 try:
-                    created = await self.client.create(PODS, body, meta(rs)["namespace"])
+                    async with self._in_flight:
+                        created = await self.client.create(PODS, body, meta(rs)["namespace"])
                 except ApiError as exc:
                     if _is_not_found_ns_terminating(exc):
                         return  # every later create would fail the same way
@@ -248,7 +316,8 @@ class ReplicaSetController(Controller):
 
     async def _delete(self, rs: Obj, key: str, pod: Obj) -> None:
         try:
-            await self.client.delete(PODS, meta(pod)["namespace"], meta(pod)["name"])
+            async with self._in_flight:
+                await self.client.delete(PODS, meta(pod)["namespace"], meta(pod)["name"])
         except ApiError as exc:
             # The informer will not see this deletion: stop waiting for it.
             self.expectations.deletion_observed(key, key_of(pod))
@@ -311,15 +380,16 @@ def calculate_status(rs: Obj, pods: list[Obj], manage_error: BaseException | Non
     """The ReplicaSet's status from its active pods and the last manage error."""
     new_status: dict[str, Any] = dict(status(rs))
     template_labels = ((spec(rs).get("template") or {}).get("metadata") or {}).get("labels") or {}
+    fully_labeled_by = label_matcher({"matchLabels": template_labels})
     min_ready = int(spec(rs).get("minReadySeconds") or 0)
+    at = now()
     fully_labeled = ready = available = 0
     for pod in pods:
-        labels = meta(pod).get("labels") or {}
-        if all(labels.get(k) == v for k, v in template_labels.items()):
+        if fully_labeled_by(meta(pod).get("labels")):
             fully_labeled += 1
         if is_pod_ready(pod):
             ready += 1
-            if is_pod_available(pod, min_ready):
+            if is_pod_available(pod, min_ready, at):
                 available += 1
     conditions = [dict(c) for c in new_status.get("conditions") or []]
     failure = next((c for c in conditions if c.get("type") == "ReplicaFailure"), None)
