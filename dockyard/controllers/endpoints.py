@@ -19,6 +19,7 @@ from dockyard.client.events import EventRecorder
 from dockyard.client.factory import InformerFactory
 from dockyard.client.informer import Handlers, Informer, by_namespace, object_key, split_key
 from dockyard.client.rest import ApiError, Client, is_not_found
+from dockyard.client.workqueue import WorkQueue
 from dockyard.controllers.podutil import (
     find_port,
     is_headless,
@@ -139,7 +140,38 @@ def endpoints_labels(service: Obj) -> dict[str, str]:
 # -- the controller ------------------------------------------------------------------------
 
 
-class EndpointsController(Controller):
+class ServicePodTriggers:
+    """Pod handlers shared by the Endpoints and EndpointSlice controllers: a pod change
+    enqueues the Services whose selector matches it (before and after a label change)."""
+
+    services: Informer
+    queue: WorkQueue
+
+    def _enqueue(self, obj: Obj) -> None:
+        self.queue.add(object_key(obj))
+
+    def _services_for(self, pod: Obj) -> list[Obj]:
+        namespace = pod["metadata"].get("namespace") or ""
+        labels = pod["metadata"].get("labels")
+        return [svc for svc in self.services.by_index("by_namespace", namespace)
+                if selector_matches((svc.get("spec") or {}).get("selector"), labels)]
+
+    def _pod_added(self, pod: Obj) -> None:
+        for svc in self._services_for(pod):
+            self._enqueue(svc)
+
+    def _pod_updated(self, old: Obj, new: Obj) -> None:
+        labels_changed = old["metadata"].get("labels") != new["metadata"].get("labels")
+        if not labels_changed and endpoint_relevant(old) == endpoint_relevant(new):
+            return
+        for svc in self._services_for(new):
+            self._enqueue(svc)
+        if labels_changed:
+            for svc in self._services_for(old):
+                self._enqueue(svc)
+
+
+class EndpointsController(ServicePodTriggers, Controller):
     name = "endpoints-controller"
 
     def __init__(self, client: Client, factory: InformerFactory, recorder: EventRecorder, *,
@@ -171,29 +203,6 @@ class EndpointsController(Controller):
         await super().run()
 
     # -- handlers: only enqueue ------------------------------------------------------------
-
-    def _enqueue(self, obj: Obj) -> None:
-        self.queue.add(object_key(obj))
-
-    def _services_for(self, pod: Obj) -> list[Obj]:
-        namespace = pod["metadata"].get("namespace") or ""
-        labels = pod["metadata"].get("labels")
-        return [svc for svc in self.services.by_index("by_namespace", namespace)
-                if selector_matches((svc.get("spec") or {}).get("selector"), labels)]
-
-    def _pod_added(self, pod: Obj) -> None:
-        for svc in self._services_for(pod):
-            self._enqueue(svc)
-
-    def _pod_updated(self, old: Obj, new: Obj) -> None:
-        labels_changed = old["metadata"].get("labels") != new["metadata"].get("labels")
-        if not labels_changed and endpoint_relevant(old) == endpoint_relevant(new):
-            return
-        for svc in self._services_for(new):
-            self._enqueue(svc)
-        if labels_changed:
-            for svc in self._services_for(old):
-                self._enqueue(svc)
 
     # -- reconcile -------------------------------------------------------------------------
 

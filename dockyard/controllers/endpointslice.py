@@ -24,11 +24,13 @@ from dockyard.client.informer import (
     Informer,
     by_namespace,
     by_node,
-    object_key,
     split_key,
 )
 from dockyard.client.rest import ApiError, Client, is_not_found
-from dockyard.controllers.endpoints import HEADLESS_LABEL, endpoint_relevant
+from dockyard.controllers.endpoints import (
+    HEADLESS_LABEL,
+    ServicePodTriggers,
+)
 from dockyard.controllers.podutil import (
     find_port,
     is_headless,
@@ -240,7 +242,7 @@ def _new_slice(service: Obj, labels: dict[str, str], owner: Obj, address_type: s
 # -- the controller ------------------------------------------------------------------------
 
 
-class EndpointSliceController(Controller):
+class EndpointSliceController(ServicePodTriggers, Controller):
     name = "endpointslice-controller"
 
     def __init__(self, client: Client, factory: InformerFactory, recorder: EventRecorder, *,
@@ -274,42 +276,6 @@ class EndpointSliceController(Controller):
         return [self.services, self.pods, self.nodes, self.slices]
 
     # -- handlers: only enqueue ------------------------------------------------------------
-
-    def _enqueue(self, obj: Obj) -> None:
-        self.queue.add(object_key(obj))
-
-    def _services_for(self, pod: Obj) -> list[Obj]:
-        namespace = pod["metadata"].get("namespace") or ""
-        labels = pod["metadata"].get("labels")
-        return [svc for svc in self.services.by_index("by_namespace", namespace)
-                if selector_matches((svc.get("spec") or {}).get("selector"), labels)]
-
-    def _pod_added(self, pod: Obj) -> None:
-        for svc in self._services_for(pod):
-            self._enqueue(svc)
-
-    def _pod_updated(self, old: Obj, new: Obj) -> None:
-        labels_changed = old["metadata"].get("labels") != new["metadata"].get("labels")
-        if not labels_changed and endpoint_relevant(old) == endpoint_relevant(new):
-            return
-        for svc in self._services_for(new):
-            self._enqueue(svc)
-        if labels_changed:
-            for svc in self._services_for(old):
-                self._enqueue(svc)
-
-    def _slice_changed(self, eps: Obj) -> None:
-        service = slice_service(eps)
-        if service is not None:
-            self.queue.add(service)
-
-    def _node_updated(self, old: Obj, new: Obj) -> None:
-        """A node's zone changed: the endpoints of its pods carry the old zone."""
-        if (old["metadata"].get("labels") or {}).get(ZONE_LABEL) == \
-                (new["metadata"].get("labels") or {}).get(ZONE_LABEL):
-            return
-        for pod in self.pods.by_index("by_node", new["metadata"]["name"]):
-            self._pod_added(pod)
 
     # -- reconcile -------------------------------------------------------------------------
 
