@@ -277,6 +277,19 @@ class EndpointSliceController(ServicePodTriggers, Controller):
 
     # -- handlers: only enqueue ------------------------------------------------------------
 
+    def _slice_changed(self, eps: Obj) -> None:
+        service = slice_service(eps)
+        if service is not None:
+            self.queue.add(service)
+
+    def _node_updated(self, old: Obj, new: Obj) -> None:
+        """A node's zone changed: the endpoints of its pods carry the old zone."""
+        if (old["metadata"].get("labels") or {}).get(ZONE_LABEL) == \
+                (new["metadata"].get("labels") or {}).get(ZONE_LABEL):
+            return
+        for pod in self.pods.by_index("by_node", new["metadata"]["name"]):
+            self._pod_added(pod)
+
     # -- reconcile -------------------------------------------------------------------------
 
     def _check_cache(self, key: str) -> None:
