@@ -3,15 +3,26 @@
 A pod is counted on its node as soon as the scheduler decides (`assume`), before the binding
 reaches the API, so the next cycles see the node as fuller; the informer's bound copy later
 confirms it, and a failed binding `forget`s it. Scheduling cycles are synchronous on the event
-loop, so the cache itself is the cycle's consistent snapshot: no copying per cycle.
+loop, so the cache itself is the cycle's consistent snapshot: no copying per cycle. It also
+indexes the placed pods by label and their pod affinity terms by signature, so InterPodAffinity
+looks at the few pods and terms that can matter instead of every pod.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Iterator
 
-from dockyard.scheduler.framework import NodeInfo, Obj, PodInfo
+from dockyard.scheduler.framework import (
+    PREFERRED_AFFINITY,
+    PREFERRED_ANTI_AFFINITY,
+    TERM_KINDS,
+    AffinityTerm,
+    NodeInfo,
+    Obj,
+    PodInfo,
+    TermGroup,
+)
 from dockyard.scheduler.labels import Labels
 
 log = logging.getLogger("dockyard.scheduler.cache")
@@ -37,6 +48,15 @@ class Cache:
         self._assumed: set[str] = set()
         self._affinity_nodes: set[str] = set()
         self._anti_affinity_nodes: set[str] = set()
+        # (label key, value) -> placed pods carrying it
+        self._by_label: dict[tuple[str, str], dict[str, PodInfo]] = {}
+        # term kind -> signature -> (a term, node -> [terms there, their summed weight])
+        self._terms: dict[str, dict[Hashable, tuple[AffinityTerm, dict[NodeInfo, list[int]]]]] \
+            = {kind: {} for kind in TERM_KINDS}
+        # term kind -> label pair of a term's index (None: no index) -> signatures
+        self._term_index: dict[str, dict[tuple[str, str] | None, dict[Hashable, None]]] = {
+            kind: {} for kind in TERM_KINDS}
+        self._node_labels: dict[tuple[str, str], set[str]] = {}  # -> nodes with a Node object
         self._namespace_labels = namespace_labels or (lambda _ns: {})
 
     # -- Handle ----------------------------------------------------------------------------
@@ -57,6 +77,40 @@ class Cache:
     def nodes_with_required_anti_affinity_pods(self) -> Iterable[NodeInfo]:
         return [n for name in self._anti_affinity_nodes if (n := self.node_info(name))]
 
+    def candidate_pods(self, term: AffinityTerm) -> Iterator[tuple[PodInfo, NodeInfo]]:
+        if term.index is None:
+            for info in self.node_infos():
+                for pi in info.pods.values():
+                    yield pi, info
+            return
+        nodes, pod_node = self._nodes, self._pod_node
+        for pair in term.index:
+            for key, pi in (self._by_label.get(pair) or {}).items():
+                info = nodes.get(pod_node.get(key, ""))
+                if info is not None and info.node is not None:
+                    yield pi, info
+
+    def placed_terms(self, kind: str, pod: PodInfo) -> Iterator[TermGroup]:
+        groups, index = self._terms[kind], self._term_index[kind]
+        if not groups:
+            return
+        # A term matches only pods with one of its index pairs: look up the pod's labels.
+        for pair in (None, *pod.labels.items()):
+            for signature in index.get(pair) or ():
+                term, per_node = groups[signature]
+                yield term, self._term_nodes(per_node)
+
+    @staticmethod
+    def _term_nodes(per_node: dict[NodeInfo, list[int]]) -> Iterator[tuple[NodeInfo, int]]:
+        # Lazy: a cycle resolves the nodes of the few terms that match its pod only.
+        for info, amounts in per_node.items():
+            if info.node is not None:
+                yield info, amounts[1]
+
+    def nodes_in_domains(self, key: str, values: Iterable[str]) -> set[str]:
+        index = self._node_labels
+        return set().union(*[index.get((key, value), ()) for value in values])
+
     def namespace_labels(self, namespace: str) -> Labels:
         return self._namespace_labels(namespace)
 
@@ -66,18 +120,24 @@ class Cache:
         name = node["metadata"]["name"]
         info = self._nodes.get(name)
         if info is None:
-            self._nodes[name] = NodeInfo(node)
+            info = self._nodes[name] = NodeInfo(node)
         else:
             was_listed = info.node is not None
+            if was_listed:
+                self._index_node(info, -1)
             info.set_node(node)
             if was_listed:
+                self._index_node(info, 1)
                 return
+        self._index_node(info, 1)
         self._order_dirty = True
 
     def remove_node(self, name: str) -> None:
         info = self._nodes.get(name)
         if info is None:
             return
+        if info.node is not None:
+            self._index_node(info, -1)
         if info.pods:
             info.node = None  # keep counting its pods until they are deleted too
         else:
@@ -87,6 +147,17 @@ class Cache:
     @property
     def node_count(self) -> int:
         return len(self.node_infos())
+
+    def _index_node(self, info: NodeInfo, sign: int) -> None:
+        for pair in info.labels.items():
+            if sign > 0:
+                self._node_labels.setdefault(pair, set()).add(info.name)
+            else:
+                names = self._node_labels.get(pair)
+                if names is not None:
+                    names.discard(info.name)
+                    if not names:
+                        del self._node_labels[pair]
 
     # -- pods ------------------------------------------------------------------------------
 
@@ -114,6 +185,17 @@ class Cache:
             return
         key = pod_key(pod)
         self._assumed.discard(key)
+        if self._pod_node.get(key) == node:
+            # Most updates (the binding's own, status writes) change nothing the cache counts:
+            # swap the new copy in without re-deriving or re-counting anything.
+            info = self._nodes[node]
+            old = info.pods.get(key)
+            new = old.rebound(pod) if old is not None else None
+            if new is not None:
+                info.replace_pod(new)
+                for pair in new.labels.items():
+                    self._by_label[pair][key] = new
+                return
         self._place(PodInfo(pod), node)
 
     def update_pod(self, pod: Obj) -> None:
@@ -128,14 +210,14 @@ class Cache:
         return list(info.pods.values()) if info else []
 
     def _place(self, pod: PodInfo, node: str) -> None:
-        previous = self._pod_node.get(pod.key)
-        if previous is not None and previous != node:
+        if pod.key in self._pod_node:
             self._unplace(pod.key)
         info = self._nodes.get(node)
         if info is None:
             info = self._nodes[node] = NodeInfo(name=node)  # pods may arrive before the node
         info.add_pod(pod)
         self._pod_node[pod.key] = node
+        self._index(pod, info, 1)
         self._track_affinity(info)
 
     def _unplace(self, key: str) -> None:
@@ -145,10 +227,58 @@ class Cache:
         info = self._nodes.get(node)
         if info is None:
             return
-        info.remove_pod(key)
+        pi = info.remove_pod(key)
+        if pi is not None:
+            self._index(pi, info, -1)
         self._track_affinity(info)
         if info.node is None and not info.pods:
             del self._nodes[node]
+
+    def _index(self, pi: PodInfo, node: NodeInfo, sign: int) -> None:
+        """Count `pi` (sign 1) or stop counting it (-1) in the label and term indexes."""
+        key = pi.key
+        for pair in pi.labels.items():
+            if sign > 0:
+                self._by_label.setdefault(pair, {})[key] = pi
+            else:
+                bucket = self._by_label.get(pair)
+                if bucket is not None:
+                    bucket.pop(key, None)
+                    if not bucket:
+                        del self._by_label[pair]
+        if not pi.has_affinity:
+            return
+        for kind in TERM_KINDS:
+            groups = self._terms[kind]
+            weighted = kind in (PREFERRED_AFFINITY, PREFERRED_ANTI_AFFINITY)
+            for term in getattr(pi, kind):
+                group = groups.get(term.signature)
+                if group is None:
+                    if sign < 0:
+                        continue
+                    group = groups[term.signature] = (term, {})
+                    self._index_term(kind, term, 1)
+                per_node = group[1]
+                amounts = per_node.setdefault(node, [0, 0])
+                amounts[0] += sign
+                amounts[1] += sign * (term.weight if weighted else 1)
+                if amounts[0] <= 0:
+                    del per_node[node]
+                    if not per_node:
+                        del groups[term.signature]
+                        self._index_term(kind, group[0], -1)
+
+    def _index_term(self, kind: str, term: AffinityTerm, sign: int) -> None:
+        index = self._term_index[kind]
+        for pair in (None,) if term.index is None else term.index:
+            if sign > 0:
+                index.setdefault(pair, {})[term.signature] = None
+            else:
+                signatures = index.get(pair)
+                if signatures is not None:
+                    signatures.pop(term.signature, None)
+                    if not signatures:
+                        del index[pair]
 
     def _track_affinity(self, info: NodeInfo) -> None:
         for members, names in ((info.affinity_pods, self._affinity_nodes),

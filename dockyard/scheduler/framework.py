@@ -9,10 +9,12 @@ per-cycle `CycleState`. `PodInfo`/`NodeInfo` are the pre-parsed views plugins re
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, ClassVar, Protocol
+
+import orjson
 
 from dockyard.api.quantity import QuantityError, parse_quantity
 from dockyard.scheduler.labels import Labels, Matcher, label_selector
@@ -71,6 +73,7 @@ class CycleState:
     data: dict[str, Any] = field(default_factory=dict)
     skip_filter: set[str] = field(default_factory=set)
     skip_score: set[str] = field(default_factory=set)
+    filter_memo: tuple[int, int] | None = None  # the framework's, see Framework.filter_nodes
 
     def read(self, key: str) -> Any:
         return self.data.get(key)
@@ -176,13 +179,20 @@ def pod_requests(spec: Obj, *, non_zero: bool = False) -> dict[str, int]:
 
 @dataclass(slots=True)
 class AffinityTerm:
-    """A PodAffinityTerm with its selectors compiled (framework.AffinityTerm)."""
+    """A PodAffinityTerm with its selectors compiled (framework.AffinityTerm).
+
+    `signature` is equal for terms that match the same pods over the same topology key (the
+    cache groups placed pods' terms by it); `index` lists label pairs such that every pod the
+    selector can match carries one of them (None: no such short list, scan every pod).
+    """
 
     namespaces: frozenset[str]
     namespace_selector: Matcher | None
     selector: Matcher
     topology_key: str
     weight: int = 0
+    signature: Hashable = None
+    index: tuple[tuple[str, str], ...] | None = None
 
     def matches(self, pod: PodInfo, ns_labels: Callable[[str], Labels]) -> bool:
         if pod.namespace in self.namespaces or (
@@ -190,6 +200,27 @@ class AffinityTerm:
                 and self.namespace_selector(ns_labels(pod.namespace))):
             return self.selector(pod.labels)
         return False
+
+
+def _selector_index(selector: Obj | None) -> tuple[tuple[str, str], ...] | None:
+    """Label pairs one of which every pod matched by `selector` has (see AffinityTerm)."""
+    if selector is None:
+        return ()  # a nil selector matches nothing
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if isinstance(value, str):
+            return ((key, value),)
+    best: tuple[tuple[str, str], ...] | None = None
+    for expr in selector.get("matchExpressions") or []:
+        if expr.get("operator") == "In":
+            pairs = tuple((expr.get("key", ""), v) for v in expr.get("values") or []
+                          if isinstance(v, str))
+            if best is None or len(pairs) < len(best):
+                best = pairs
+    return best
+
+
+def _canonical(raw: Any) -> bytes:
+    return orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)
 
 
 def _affinity_terms(namespace: str, terms: Iterable[Obj], weighted: bool) -> list[AffinityTerm]:
@@ -200,14 +231,22 @@ def _affinity_terms(namespace: str, terms: Iterable[Obj], weighted: bool) -> lis
         namespaces = frozenset(term.get("namespaces") or ())
         if not namespaces and ns_selector is None:
             namespaces = frozenset((namespace,))
+        selector = term.get("labelSelector")
+        topology_key = term.get("topologyKey") or ""
         out.append(AffinityTerm(
             namespaces,
             label_selector(ns_selector) if ns_selector is not None else None,
-            label_selector(term.get("labelSelector")),
-            term.get("topologyKey") or "",
+            label_selector(selector),
+            topology_key,
             int(raw.get("weight") or 0) if weighted else 0,
+            (namespaces, _canonical(ns_selector), _canonical(selector), topology_key),
+            _selector_index(selector),
         ))
     return out
+
+
+# The spec fields PodInfo derives something from (requests, priority, pod affinity terms).
+_DERIVED_SPEC_FIELDS = ("priority", "containers", "initContainers", "overhead", "affinity")
 
 
 class PodInfo:
@@ -251,6 +290,23 @@ class PodInfo:
             ns, paa.get("preferredDuringSchedulingIgnoredDuringExecution") or (), True)
         self.has_affinity = bool(pa or paa)
 
+    def rebound(self, pod: Obj) -> PodInfo | None:
+        """This PodInfo for a newer copy of the same pod, without recomputing anything, if
+        nothing it is derived from changed (e.g. the copy a binding produced); else None."""
+        meta, spec, old_spec = pod.get("metadata") or {}, pod.get("spec") or {}, self.spec
+        if (meta.get("labels") or {}) != self.labels or (meta.get("uid") or "") != self.uid \
+                or (meta.get("creationTimestamp") or "") != self.creation \
+                or f"{meta.get('namespace') or ''}/{meta.get('name') or ''}" != self.key:
+            return None
+        for name in _DERIVED_SPEC_FIELDS:
+            if spec.get(name) != old_spec.get(name):
+                return None
+        other = object.__new__(PodInfo)
+        for name in PodInfo.__slots__:
+            setattr(other, name, getattr(self, name))
+        other.pod, other.spec, other.labels = pod, spec, meta.get("labels") or {}
+        return other
+
     @property
     def terminating(self) -> bool:
         return bool((self.pod.get("metadata") or {}).get("deletionTimestamp"))
@@ -260,11 +316,19 @@ class PodInfo:
 
 
 class NodeInfo:
-    """A node, the pods bound or assumed on it, and what they request in total."""
+    """A node, the pods bound or assumed on it, and what they request in total.
+
+    `free_*` (allocatable minus requested, and pod slots left) are kept current for the filter
+    loop. `generation` changes whenever anything a plugin may read changes, and the framework's
+    memos are dropped then: `memo_token`/`memo_value` (a score sum, see `ScorePlugin.score_key`)
+    and `pass_token` (filters passed, see `FilterPlugin.filter_key`). Slots, not a dict: the
+    loop over a window of hundreds of nodes touches nothing but the nodes themselves.
+    """
 
     __slots__ = ("node", "name", "labels", "taints", "unschedulable", "allocatable",
                  "requested", "non_zero_cpu", "non_zero_memory", "pods", "affinity_pods",
-                 "anti_affinity_pods", "generation")
+                 "anti_affinity_pods", "generation", "free_cpu", "free_memory", "free_storage",
+                 "free_pods", "memo_token", "memo_value", "pass_token")
 
     def __init__(self, node: Obj | None = None, name: str = "") -> None:
         self.node: Obj | None = None
@@ -280,6 +344,10 @@ class NodeInfo:
         self.affinity_pods: dict[str, PodInfo] = {}  # pods with any pod (anti-)affinity
         self.anti_affinity_pods: dict[str, PodInfo] = {}  # ... with required anti-affinity
         self.generation = 0
+        self.memo_token = -1
+        self.memo_value: Any = None
+        self.pass_token = -1
+        self._changed()
         if node is not None:
             self.set_node(node)
 
@@ -291,7 +359,7 @@ class NodeInfo:
         self.taints = spec.get("taints") or []
         self.unschedulable = bool(spec.get("unschedulable"))
         self.allocatable = Resource.from_list((node.get("status") or {}).get("allocatable"))
-        self.generation += 1
+        self._changed()
 
     def add_pod(self, pi: PodInfo) -> None:
         if pi.key in self.pods:
@@ -311,6 +379,16 @@ class NodeInfo:
             self._account(pi, -1)
         return pi
 
+    def replace_pod(self, pi: PodInfo) -> None:
+        """Swap in a newer PodInfo of a pod already here that requests the same (`rebound`):
+        no totals change, so `generation` stays."""
+        key = pi.key
+        self.pods[key] = pi
+        if key in self.affinity_pods:
+            self.affinity_pods[key] = pi
+        if key in self.anti_affinity_pods:
+            self.anti_affinity_pods[key] = pi
+
     def _account(self, pi: PodInfo, sign: int) -> None:
         req, r = self.requested, pi.requests
         req.milli_cpu += sign * r.milli_cpu
@@ -320,7 +398,16 @@ class NodeInfo:
             req.scalar[name] = req.scalar.get(name, 0) + sign * amount
         self.non_zero_cpu += sign * pi.non_zero_cpu
         self.non_zero_memory += sign * pi.non_zero_memory
+        self._changed()
+
+    def _changed(self) -> None:
+        alloc, req = self.allocatable, self.requested
+        self.free_cpu = alloc.milli_cpu - req.milli_cpu
+        self.free_memory = alloc.memory - req.memory
+        self.free_storage = alloc.ephemeral_storage - req.ephemeral_storage
+        self.free_pods = alloc.allowed_pods - len(self.pods)
         self.generation += 1
+        self.memo_token = self.pass_token = -1
 
     def clone(self) -> NodeInfo:
         """A copy whose pods can be added or removed without touching this one."""
@@ -332,10 +419,16 @@ class NodeInfo:
         other.pods = dict(self.pods)
         other.affinity_pods = dict(self.affinity_pods)
         other.anti_affinity_pods = dict(self.anti_affinity_pods)
+        other._changed()
         return other
 
 
 # ------------------------------------------------------------------------------ plugins
+
+
+# A pod affinity term of placed pods, with the nodes holding it and the count/weight there
+# (an iterator, to be read at most once, during the cycle).
+TermGroup = tuple[AffinityTerm, Iterator[tuple[NodeInfo, int]]]
 
 
 class Handle(Protocol):
@@ -350,7 +443,27 @@ class Handle(Protocol):
 
     def nodes_with_required_anti_affinity_pods(self) -> Iterable[NodeInfo]: ...
 
+    def candidate_pods(self, term: AffinityTerm) -> Iterable[tuple[PodInfo, NodeInfo]]:
+        """The placed pods (on nodes with a Node object) `term` may match, with their nodes:
+        at least every one it does match (found through `term.index` when it has one)."""
+
+    def placed_terms(self, kind: str, pod: PodInfo) -> Iterable[TermGroup]:
+        """The pod affinity terms of one `kind` (REQUIRED_AFFINITY...) of the placed pods that
+        may match `pod` (at least every one that does), one per signature, each with the nodes
+        holding such terms and per node their count (required) or summed weight (preferred)."""
+
+    def nodes_in_domains(self, key: str, values: Iterable[str]) -> set[str]:
+        """The names of the nodes (with a Node object) whose label `key` is one of `values`."""
+
     def namespace_labels(self, namespace: str) -> Labels: ...
+
+
+REQUIRED_AFFINITY = "required_affinity"
+REQUIRED_ANTI_AFFINITY = "required_anti_affinity"
+PREFERRED_AFFINITY = "preferred_affinity"
+PREFERRED_ANTI_AFFINITY = "preferred_anti_affinity"
+TERM_KINDS = (REQUIRED_AFFINITY, REQUIRED_ANTI_AFFINITY, PREFERRED_AFFINITY,
+              PREFERRED_ANTI_AFFINITY)  # PodInfo attributes
 
 
 class Plugin(Protocol):
@@ -366,6 +479,17 @@ class PreFilterPlugin(Plugin, Protocol):
 
 class FilterPlugin(Plugin, Protocol):
     def filter(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> Status | None: ...
+
+    # Optional, for the loop over thousands of nodes:
+    #   def filter_nodes(self, state, pod, nodes: list[NodeInfo])
+    #       -> tuple[list[NodeInfo], list[NodeInfo]] | None
+    # splits `nodes` cheaply into the ones `filter` passes and the rest, both in order (see
+    # `split_nodes`); the framework still asks `filter` about the rest, for their statuses
+    # (one that passes after all is kept). None: no fast path for this pod.
+    #   def filter_key(self, state, pod) -> Hashable | None
+    # A key means: this cycle, `filter`'s verdict is a function of the key and of the node's
+    # own state alone (the same until the node's `generation` changes), so the framework may
+    # let a node pass that passed under an equal key since. None: no such promise.
 
 
 @dataclass
@@ -386,8 +510,22 @@ class PreScorePlugin(Plugin, Protocol):
 class ScorePlugin(Plugin, Protocol):
     def score(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> int: ...
 
+    # Optional: def score_key(self, state, pod) -> Hashable | None. A key means: this cycle,
+    # `score` is a function of the key and of the node's own state alone (it is the same until
+    # the node's `generation` changes) and `normalize_score` changes nothing, so the framework
+    # may reuse a node's score from an earlier cycle with an equal key. None: no such promise.
+
     def normalize_score(self, state: CycleState, pod: PodInfo, scores: list[int]) -> None:
         """Rescale `scores` (one per node, in place) to 0..MAX_NODE_SCORE."""
+
+
+def split_nodes(nodes: list[NodeInfo], passing: list[NodeInfo]
+                ) -> tuple[list[NodeInfo], list[NodeInfo]]:
+    """`filter_nodes`' answer from the nodes that pass (an ordered subsequence of `nodes`)."""
+    if len(passing) == len(nodes):
+        return passing, []
+    keep = set(passing)
+    return passing, [n for n in nodes if n not in keep]
 
 
 def default_normalize_score(scores: list[int], reverse: bool) -> None:

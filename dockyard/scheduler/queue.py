@@ -35,6 +35,12 @@ class QueuedPodInfo:
     entered_unschedulable: float = 0.0
     cycle: int = 0  # the scheduling cycle that popped it last
     changed_in_flight: bool = False  # the pod itself changed while a cycle was on it
+    parked: int = 0  # orders the unschedulable pods by when they became unschedulable
+    parked_under: tuple[str | None, ...] = ()  # its keys in SchedulingQueue._rejected_by
+
+
+def _parked(qpi: QueuedPodInfo) -> int:
+    return qpi.parked
 
 
 def _spec_changed(old: Obj, new: Obj) -> bool:
@@ -65,6 +71,9 @@ class SchedulingQueue:
         self._backoff: list[tuple[float, int, str]] = []
         self._backoff_items: dict[str, QueuedPodInfo] = {}
         self._unschedulable: dict[str, QueuedPodInfo] = {}
+        # rejecting plugin (None: none named) -> keys of the unschedulable pods it rejected, so
+        # an event (one per binding, for one) looks at the pods it may help only
+        self._rejected_by: dict[str | None, dict[str, None]] = {}
         self._in_flight: dict[str, QueuedPodInfo] = {}
         self._ready = asyncio.Event()
         self._closed = False
@@ -110,13 +119,13 @@ class SchedulingQueue:
         changed = _spec_changed(qpi.pod.pod, pod.pod)
         qpi.pod = pod
         if changed:  # the pod itself changed (tolerations, affinity...): try it again
-            del self._unschedulable[key]
+            self._unpark(key)
             self._requeue(qpi)
 
     def delete(self, key: str) -> None:
         self._active_items.pop(key, None)  # heap entries are dropped lazily
         self._backoff_items.pop(key, None)
-        self._unschedulable.pop(key, None)
+        self._unpark(key)
         self._in_flight.pop(key, None)
         self.remove_nomination(key)
 
@@ -182,7 +191,27 @@ class SchedulingQueue:
             self._push_backoff(qpi)
         else:
             qpi.entered_unschedulable = self._now()
-            self._unschedulable[key] = qpi
+            self._park(qpi)
+
+    def _park(self, qpi: QueuedPodInfo) -> None:
+        key = qpi.pod.key
+        self._unpark(key)
+        self._unschedulable[key] = qpi
+        qpi.parked = next(self._seq)
+        qpi.parked_under = tuple(qpi.unschedulable_plugins) or (None,)
+        for plugin in qpi.parked_under:
+            self._rejected_by.setdefault(plugin, {})[key] = None
+
+    def _unpark(self, key: str) -> QueuedPodInfo | None:
+        qpi = self._unschedulable.pop(key, None)
+        if qpi is not None:
+            for plugin in qpi.parked_under:
+                keys = self._rejected_by.get(plugin)
+                if keys is not None:
+                    keys.pop(key, None)
+                    if not keys:
+                        del self._rejected_by[plugin]
+        return qpi
 
     def add_backoff(self, qpi: QueuedPodInfo) -> None:
         """The cycle failed with an error (e.g. the API refused the binding): retry later."""
@@ -212,11 +241,13 @@ class SchedulingQueue:
         self._move_cycle = self.cycle
         if not self._unschedulable:
             return 0
-        moved = [qpi for qpi in self._unschedulable.values()
-                 if not qpi.unschedulable_plugins or any(
-                     event in interested.get(p, ()) for p in qpi.unschedulable_plugins)]
+        keys = set(self._rejected_by.get(None) or ())
+        for plugin, events in interested.items():
+            if event in events and plugin in self._rejected_by:
+                keys.update(self._rejected_by[plugin])
+        moved = sorted((self._unschedulable[key] for key in keys), key=_parked)
         for qpi in moved:
-            del self._unschedulable[qpi.pod.key]
+            self._unpark(qpi.pod.key)
             self._requeue(qpi)
         return len(moved)
 
@@ -225,7 +256,7 @@ class SchedulingQueue:
         deadline = self._now() - self.unschedulable_timeout
         stale = [q for q in self._unschedulable.values() if q.entered_unschedulable <= deadline]
         for qpi in stale:
-            del self._unschedulable[qpi.pod.key]
+            self._unpark(qpi.pod.key)
             self._requeue(qpi)
         return len(stale)
 

@@ -256,8 +256,6 @@ class Scheduler:
     def _find_feasible(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]
                        ) -> tuple[list[NodeInfo], dict[str, Status]]:
         filters = self.framework.active_filters(state)
-        fns = tuple(fn for _name, fn in filters)
-        names = {fn: name for name, fn in filters}
         statuses: dict[str, Status] = {}
         nominated = self._with_nominated
         check_nominated = self.queue.has_nominations()
@@ -275,19 +273,20 @@ class Scheduler:
         i = start
         checked = 0
         while checked < total and len(feasible) < to_find:
-            # Walk the window in slices, so the hot loop has no wrap-around test.
+            # Walk the window in slices, so the hot loop has no wrap-around test; each slice
+            # is exactly what a node-by-node walk would check before stopping.
             window = nodes[i:min(total, i + to_find - len(feasible), i + total - checked)]
             checked += len(window)
             i = (i + len(window)) % total
+            if not check_nominated:
+                feasible += self.framework.filter_nodes(filters, state, pod, window, statuses)
+                continue
             for info in window:
-                target = nominated(pod, info) if check_nominated else info
-                for fn in fns:
-                    status = fn(state, pod, target)
-                    if status is not None:
-                        statuses[info.name] = status.with_plugin(names[fn])
-                        break
-                else:
+                status = Framework.run_filters(filters, state, pod, nominated(pod, info))
+                if status is None:
                     feasible.append(info)
+                else:
+                    statuses[info.name] = status
         self._next_start = (start + checked) % total
         return feasible, statuses
 
@@ -307,8 +306,10 @@ class Scheduler:
         """The highest total score; ties broken uniformly at random (selectHost)."""
         totals = self.framework.run_scores(state, pod, feasible)
         best = max(totals)
+        if totals.count(best) == 1:
+            return feasible[totals.index(best)]
         ties = [i for i, total in enumerate(totals) if total == best]
-        return feasible[ties[0] if len(ties) == 1 else self._rng.choice(ties)]
+        return feasible[self._rng.choice(ties)]
 
     # -- outcomes --------------------------------------------------------------------------
 

@@ -26,6 +26,10 @@ class BalancedAllocation:
         # A best-effort pod changes no balance: skip, as Kubernetes 1.32 does.
         return None if pod.requests.milli_cpu or pod.requests.memory else SKIP
 
+    def score_key(self, state: CycleState, pod: PodInfo) -> tuple[int, int]:
+        """The score depends on the node and the pod's cpu and memory requests only."""
+        return pod.requests.milli_cpu, pod.requests.memory
+
     def score(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> int:
         cpu, memory = node.allocatable.milli_cpu, node.allocatable.memory
         if not cpu or not memory:

@@ -3,23 +3,29 @@ preferred terms of the pod and of the pods already placed (Score).
 
 PreFilter counts, per (topologyKey, value) pair, the existing pods matching the incoming pod's
 terms and the existing pods whose required anti-affinity matches the incoming pod; Filter is
-then a few dict lookups per node. Only nodes holding pods with affinity are scanned when the
-incoming pod has no terms of its own, so plain pods pay nothing.
+then a few dict lookups per node. The cache indexes placed pods by label and their terms by
+signature, so a cycle looks at the pods a term's selector names and at each distinct existing
+term once (as k8s' topologyToMatchedTermCount maps), never at every pod.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from dockyard.scheduler.framework import (
+    PREFERRED_AFFINITY,
+    PREFERRED_ANTI_AFFINITY,
+    REQUIRED_AFFINITY,
+    REQUIRED_ANTI_AFFINITY,
     SKIP,
-    AffinityTerm,
     CycleState,
     Handle,
     NodeInfo,
     PodInfo,
     Status,
+    split_nodes,
     unresolvable,
     unschedulable,
 )
@@ -39,11 +45,23 @@ def _bump(counts: dict[Pair, int], node: NodeInfo, key: str, by: int) -> None:
         counts[(key, value)] = counts.get((key, value), 0) + by
 
 
+def _add(counts: dict[Pair, int], key: str, amounts: Iterable[tuple[NodeInfo, int]]) -> None:
+    """_bump for many nodes (the loop of PreFilter)."""
+    get = counts.get
+    for node, by in amounts:
+        value = node.labels.get(key)
+        if value is not None:
+            pair = (key, value)
+            counts[pair] = get(pair, 0) + by
+
+
 @dataclass
 class _State:
     existing_anti: dict[Pair, int]
     affinity: dict[Pair, int]
     anti: dict[Pair, int]
+    # topology key -> values of the pairs above (anti and existing anti) with pods counted
+    blocked: dict[str, set[str]]
 
 
 class InterPodAffinity:
@@ -57,26 +75,28 @@ class InterPodAffinity:
     def pre_filter(self, state: CycleState, pod: PodInfo) -> Status | None:
         ns_labels = self.handle.namespace_labels
         existing_anti: dict[Pair, int] = {}
-        for node in self.handle.nodes_with_required_anti_affinity_pods():
-            for other in node.anti_affinity_pods.values():
-                for term in other.required_anti_affinity:
-                    if term.matches(pod, ns_labels):
-                        _bump(existing_anti, node, term.topology_key, 1)
+        for term, nodes in self.handle.placed_terms(REQUIRED_ANTI_AFFINITY, pod):
+            if term.matches(pod, ns_labels):
+                _add(existing_anti, term.topology_key, nodes)
         if not pod.required_affinity and not pod.required_anti_affinity and not existing_anti:
             return SKIP
         affinity: dict[Pair, int] = {}
         anti: dict[Pair, int] = {}
-        if pod.required_affinity or pod.required_anti_affinity:
-            for node in self.handle.node_infos():
-                for other in node.pods.values():
-                    if pod.required_affinity and all(
-                            t.matches(other, ns_labels) for t in pod.required_affinity):
-                        for t in pod.required_affinity:
-                            _bump(affinity, node, t.topology_key, 1)
-                    for t in pod.required_anti_affinity:
-                        if t.matches(other, ns_labels):
-                            _bump(anti, node, t.topology_key, 1)
-        state.write(NAME, _State(existing_anti, affinity, anti))
+        if pod.required_affinity:
+            terms = pod.required_affinity
+            for other, node in self.handle.candidate_pods(terms[0]):
+                if all(t.matches(other, ns_labels) for t in terms):
+                    for t in terms:
+                        _bump(affinity, node, t.topology_key, 1)
+        for t in pod.required_anti_affinity:
+            _add(anti, t.topology_key, ((node, 1) for other, node in self.handle.candidate_pods(t)
+                                        if t.matches(other, ns_labels)))
+        blocked: dict[str, set[str]] = {}
+        for counts in (anti, existing_anti):
+            for (key, value), n in counts.items():
+                if n > 0:
+                    blocked.setdefault(key, set()).add(value)
+        state.write(NAME, _State(existing_anti, affinity, anti, blocked))
         return None
 
     def filter(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> Status | None:
@@ -106,29 +126,57 @@ class InterPodAffinity:
                     return unschedulable(REASON_EXISTING_ANTI_AFFINITY)
         return None
 
+    def filter_nodes(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]
+                     ) -> tuple[list[NodeInfo], list[NodeInfo]] | None:
+        """Without required affinity, a node passes unless it is in a blocked domain."""
+        s: _State = state.read(NAME)
+        if pod.required_affinity:
+            return None
+        if not s.blocked:
+            return nodes, []
+        blocked = self._blocked_nodes(s, len(nodes))
+        if blocked is not None:
+            passing = [n for n in nodes if n.name not in blocked]
+            if len(passing) == len(nodes):
+                return passing, []
+            return passing, [n for n in nodes if n.name in blocked]
+        if len(s.blocked) == 1:
+            [(key, values)] = s.blocked.items()
+            return split_nodes(nodes, [n for n in nodes if n.labels.get(key) not in values])
+        pairs = list(s.blocked.items())
+        return split_nodes(nodes, [n for n in nodes if not any(
+            n.labels.get(key) in values for key, values in pairs)])
+
+    def _blocked_nodes(self, s: _State, limit: int) -> set[str] | None:
+        """The names of the nodes in blocked domains, if there are at most `limit` (e.g.
+        anti-affinity by hostname): checking a name is cheaper than the node's labels."""
+        blocked: set[str] = set()
+        for key, values in s.blocked.items():
+            if len(values) > limit:
+                return None
+            blocked |= self.handle.nodes_in_domains(key, values)
+            if len(blocked) > limit:
+                return None
+        return blocked
+
     # -- scoring ---------------------------------------------------------------------------
 
     def pre_score(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]) -> Status | None:
-        own = bool(pod.preferred_affinity or pod.preferred_anti_affinity)
-        sources = self.handle.node_infos() if own else self.handle.nodes_with_affinity_pods()
-        ns_labels = self.handle.namespace_labels
+        handle = self.handle
+        ns_labels = handle.namespace_labels
         scores: dict[Pair, int] = {}
-
-        def add(terms: list[AffinityTerm], target: PodInfo, node: NodeInfo, sign: int,
-                weight: int | None = None) -> None:
+        for terms, sign in ((pod.preferred_affinity, 1), (pod.preferred_anti_affinity, -1)):
             for t in terms:
-                if t.matches(target, ns_labels):
-                    _bump(scores, node, t.topology_key, sign * (weight or t.weight))
-
-        for node in sources:
-            for other in (node.pods if own else node.affinity_pods).values():
-                if own:
-                    add(pod.preferred_affinity, other, node, 1)
-                    add(pod.preferred_anti_affinity, other, node, -1)
-                if other.has_affinity:
-                    add(other.required_affinity, pod, node, 1, HARD_POD_AFFINITY_WEIGHT)
-                    add(other.preferred_affinity, pod, node, 1)
-                    add(other.preferred_anti_affinity, pod, node, -1)
+                for other, node in handle.candidate_pods(t):
+                    if t.matches(other, ns_labels):
+                        _bump(scores, node, t.topology_key, sign * t.weight)
+        for kind, sign, weight in ((REQUIRED_AFFINITY, 1, HARD_POD_AFFINITY_WEIGHT),
+                                   (PREFERRED_AFFINITY, 1, 1),
+                                   (PREFERRED_ANTI_AFFINITY, -1, 1)):
+            for term, placed in handle.placed_terms(kind, pod):
+                if term.matches(pod, ns_labels):
+                    for node, amount in placed:
+                        _bump(scores, node, term.topology_key, sign * weight * amount)
         if not scores:
             return SKIP
         state.write(NAME + "/score", scores)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from dockyard.scheduler.framework import (
     SKIP,
     CycleState,
@@ -13,6 +15,7 @@ from dockyard.scheduler.framework import (
     PodInfo,
     Status,
     default_normalize_score,
+    split_nodes,
     unresolvable,
 )
 from dockyard.scheduler.labels import node_selector, node_selector_term
@@ -52,6 +55,18 @@ class NodeAffinity:
 
     def filter(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> Status | None:
         return None if state.read(NAME)(node.labels, node.name) else unresolvable(REASON)
+
+    def filter_key(self, state: CycleState, pod: PodInfo) -> bytes:
+        """What `required_matcher` is built from."""
+        required = ((pod.spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+            "requiredDuringSchedulingIgnoredDuringExecution")
+        return orjson.dumps([pod.spec.get("nodeSelector") or {}, required],
+                            option=orjson.OPT_SORT_KEYS)
+
+    def filter_nodes(self, state: CycleState, pod: PodInfo,
+                     nodes: list[NodeInfo]) -> tuple[list[NodeInfo], list[NodeInfo]]:
+        matches = state.read(NAME)
+        return split_nodes(nodes, [n for n in nodes if matches(n.labels, n.name)])
 
     def pre_score(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]) -> Status | None:
         preferred = ((pod.spec.get("affinity") or {}).get("nodeAffinity") or {}).get(

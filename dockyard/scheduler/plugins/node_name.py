@@ -30,6 +30,9 @@ class NodeName:
             return None
         return unresolvable(REASON)
 
+    def filter_key(self, state: CycleState, pod: PodInfo) -> str:
+        return pod.spec.get("nodeName") or ""
+
 
 def new(args: Any, handle: Handle) -> NodeName:
     return NodeName()

@@ -17,6 +17,7 @@ from dockyard.scheduler.framework import (
     NodeInfo,
     PodInfo,
     Status,
+    split_nodes,
     unschedulable,
 )
 
@@ -28,15 +29,31 @@ class NodeResourcesFit:
     EVENTS = frozenset({"NodeAdd", "NodeUpdate", "AssignedPodDelete", "AssignedPodUpdate"})
 
     def filter(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> Status | None:
-        alloc, used, want = node.allocatable, node.requested, pod.requests
-        if len(node.pods) < alloc.allowed_pods and \
-                want.milli_cpu <= alloc.milli_cpu - used.milli_cpu and \
-                want.memory <= alloc.memory - used.memory and \
-                want.ephemeral_storage <= alloc.ephemeral_storage - used.ephemeral_storage \
+        want = pod.requests
+        if node.free_pods > 0 and want.milli_cpu <= node.free_cpu and \
+                want.memory <= node.free_memory and want.ephemeral_storage <= node.free_storage \
                 and not want.scalar:
             return None  # the common case, without building a list of reasons
         reasons = insufficient(pod, node)
         return unschedulable(*reasons) if reasons else None
+
+    def filter_key(self, state: CycleState, pod: PodInfo) -> tuple[Any, ...]:
+        want = pod.requests
+        return (want.milli_cpu, want.memory, want.ephemeral_storage,
+                tuple(sorted(want.scalar.items())))
+
+    def filter_nodes(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]
+                     ) -> tuple[list[NodeInfo], list[NodeInfo]] | None:
+        want = pod.requests
+        if want.scalar:
+            return None
+        cpu, memory, storage = want.milli_cpu, want.memory, want.ephemeral_storage
+        return split_nodes(nodes, [n for n in nodes if n.free_pods > 0 and cpu <= n.free_cpu
+                                   and memory <= n.free_memory and storage <= n.free_storage])
+
+    def score_key(self, state: CycleState, pod: PodInfo) -> tuple[int, int]:
+        """The score depends on the node and the pod's non-zero cpu and memory only."""
+        return pod.non_zero_cpu, pod.non_zero_memory
 
     def score(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> int:
         """LeastAllocated over cpu and memory, each weighted 1."""

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from dockyard.scheduler.framework import CycleState, Handle, NodeInfo, PodInfo, Status, unresolvable
+from dockyard.scheduler.framework import (
+    CycleState,
+    Handle,
+    NodeInfo,
+    PodInfo,
+    Status,
+    split_nodes,
+    unresolvable,
+)
 from dockyard.scheduler.labels import tolerated
 
 NAME = "NodeUnschedulable"
@@ -21,6 +29,13 @@ class NodeUnschedulable:
         if not node.unschedulable or tolerated(pod.spec.get("tolerations") or [], _TAINT):
             return None
         return unresolvable(REASON)
+
+    def filter_key(self, state: CycleState, pod: PodInfo) -> bool:
+        return tolerated(pod.spec.get("tolerations") or [], _TAINT)
+
+    def filter_nodes(self, state: CycleState, pod: PodInfo,
+                     nodes: list[NodeInfo]) -> tuple[list[NodeInfo], list[NodeInfo]]:
+        return split_nodes(nodes, [n for n in nodes if not n.unschedulable])
 
 
 def new(args: Any, handle: Handle) -> NodeUnschedulable:
