@@ -401,15 +401,16 @@ async def test_recreate_stops_old_pods_before_starting_new(
 async def test_min_ready_seconds_delays_availability(api_client: Client) -> None:
     async with controllers(api_client), FakeNode(api_client) as node:
         node.policy("ready")
-        await api_client.create(DEPLOY, deployment("web", 2, minReadySeconds=1))
+        # 3 s: wide enough that a loaded machine still sees the ready-not-available window.
+        await api_client.create(DEPLOY, deployment("web", 2, minReadySeconds=3))
         (rs,) = await until(lambda: _replicasets(api_client, "web"), what="replicaset")
-        assert rs["spec"]["minReadySeconds"] == 1
+        assert rs["spec"]["minReadySeconds"] == 3
         d = await until(lambda: _deploy_status(api_client, "web", readyReplicas=2),
                         what="ready")
         assert d["status"].get("availableReplicas", 0) == 0
         assert condition(d, "Available")["status"] == "False"
         d = await until(lambda: _deploy_status(api_client, "web", availableReplicas=2),
-                        timeout=5, what="available after minReadySeconds")
+                        timeout=10, what="available after minReadySeconds")
         assert condition(d, "Available")["reason"] == "MinimumReplicasAvailable"
 
 
