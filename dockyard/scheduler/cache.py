@@ -56,7 +56,6 @@ class Cache:
         # term kind -> label pair of a term's index (None: no index) -> signatures
         self._term_index: dict[str, dict[tuple[str, str] | None, dict[Hashable, None]]] = {
             kind: {} for kind in TERM_KINDS}
-        self._node_labels: dict[tuple[str, str], set[str]] = {}  # -> nodes with a Node object
         self._namespace_labels = namespace_labels or (lambda _ns: {})
 
     # -- Handle ----------------------------------------------------------------------------
@@ -94,7 +93,8 @@ class Cache:
         groups, index = self._terms[kind], self._term_index[kind]
         if not groups:
             return
-        # A term matches only pods with one of its index pairs: look up the pod's labels.
+        # A term matches only pods with one of its index pairs (of one key, so a pod reaches a
+        # term once): look up the pod's labels, and the terms without an index (None).
         for pair in (None, *pod.labels.items()):
             for signature in index.get(pair) or ():
                 term, per_node = groups[signature]
@@ -107,10 +107,6 @@ class Cache:
             if info.node is not None:
                 yield info, amounts[1]
 
-    def nodes_in_domains(self, key: str, values: Iterable[str]) -> set[str]:
-        index = self._node_labels
-        return set().union(*[index.get((key, value), ()) for value in values])
-
     def namespace_labels(self, namespace: str) -> Labels:
         return self._namespace_labels(namespace)
 
@@ -120,24 +116,18 @@ class Cache:
         name = node["metadata"]["name"]
         info = self._nodes.get(name)
         if info is None:
-            info = self._nodes[name] = NodeInfo(node)
+            self._nodes[name] = NodeInfo(node)
         else:
             was_listed = info.node is not None
-            if was_listed:
-                self._index_node(info, -1)
             info.set_node(node)
             if was_listed:
-                self._index_node(info, 1)
                 return
-        self._index_node(info, 1)
         self._order_dirty = True
 
     def remove_node(self, name: str) -> None:
         info = self._nodes.get(name)
         if info is None:
             return
-        if info.node is not None:
-            self._index_node(info, -1)
         if info.pods:
             info.node = None  # keep counting its pods until they are deleted too
         else:
@@ -147,17 +137,6 @@ class Cache:
     @property
     def node_count(self) -> int:
         return len(self.node_infos())
-
-    def _index_node(self, info: NodeInfo, sign: int) -> None:
-        for pair in info.labels.items():
-            if sign > 0:
-                self._node_labels.setdefault(pair, set()).add(info.name)
-            else:
-                names = self._node_labels.get(pair)
-                if names is not None:
-                    names.discard(info.name)
-                    if not names:
-                        del self._node_labels[pair]
 
     # -- pods ------------------------------------------------------------------------------
 

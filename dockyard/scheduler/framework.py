@@ -3,7 +3,9 @@
 As in Kubernetes' `framework/interface.go`: each extension point is a tiny Protocol (a name
 plus one method); a plugin answers with a `Status` (code + reasons), never a bare boolean, and
 None means success; data computed in PreFilter/PreScore travels to Filter/Score in the
-per-cycle `CycleState`. `PodInfo`/`NodeInfo` are the pre-parsed views plugins read.
+per-cycle `CycleState`. `PodInfo`/`NodeInfo` are the pre-parsed views plugins read. Python
+needs what Go gets from goroutines: optional batch forms (`filter_nodes`) and memo keys
+(`filter_key`, `score_key`) let the framework walk hundreds of nodes per cycle cheaply.
 """
 
 from __future__ import annotations
@@ -182,8 +184,8 @@ class AffinityTerm:
     """A PodAffinityTerm with its selectors compiled (framework.AffinityTerm).
 
     `signature` is equal for terms that match the same pods over the same topology key (the
-    cache groups placed pods' terms by it); `index` lists label pairs such that every pod the
-    selector can match carries one of them (None: no such short list, scan every pod).
+    cache groups placed pods' terms by it); `index` lists label pairs, all of one key, such that
+    every pod the selector can match carries one of them (None: no such list, scan every pod).
     """
 
     namespaces: frozenset[str]
@@ -451,9 +453,6 @@ class Handle(Protocol):
         """The pod affinity terms of one `kind` (REQUIRED_AFFINITY...) of the placed pods that
         may match `pod` (at least every one that does), one per signature, each with the nodes
         holding such terms and per node their count (required) or summed weight (preferred)."""
-
-    def nodes_in_domains(self, key: str, values: Iterable[str]) -> set[str]:
-        """The names of the nodes (with a Node object) whose label `key` is one of `values`."""
 
     def namespace_labels(self, namespace: str) -> Labels: ...
 

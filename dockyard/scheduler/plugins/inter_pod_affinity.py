@@ -134,30 +134,15 @@ class InterPodAffinity:
             return None
         if not s.blocked:
             return nodes, []
-        blocked = self._blocked_nodes(s, len(nodes))
-        if blocked is not None:
-            passing = [n for n in nodes if n.name not in blocked]
+        if len(s.blocked) == 1:  # the usual case: one topology key
+            [(key, values)] = s.blocked.items()
+            passing = [n for n in nodes if n.labels.get(key) not in values]
             if len(passing) == len(nodes):
                 return passing, []
-            return passing, [n for n in nodes if n.name in blocked]
-        if len(s.blocked) == 1:
-            [(key, values)] = s.blocked.items()
-            return split_nodes(nodes, [n for n in nodes if n.labels.get(key) not in values])
+            return passing, [n for n in nodes if n.labels.get(key) in values]
         pairs = list(s.blocked.items())
         return split_nodes(nodes, [n for n in nodes if not any(
             n.labels.get(key) in values for key, values in pairs)])
-
-    def _blocked_nodes(self, s: _State, limit: int) -> set[str] | None:
-        """The names of the nodes in blocked domains, if there are at most `limit` (e.g.
-        anti-affinity by hostname): checking a name is cheaper than the node's labels."""
-        blocked: set[str] = set()
-        for key, values in s.blocked.items():
-            if len(values) > limit:
-                return None
-            blocked |= self.handle.nodes_in_domains(key, values)
-            if len(blocked) > limit:
-                return None
-        return blocked
 
     # -- scoring ---------------------------------------------------------------------------
 
