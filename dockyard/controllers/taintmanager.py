@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dockyard.api.resources import by_kind
+from dockyard.api.tolerations import tolerates
 from dockyard.client.controller import Controller
 from dockyard.client.events import EventRecorder
 from dockyard.client.factory import InformerFactory
@@ -29,20 +30,6 @@ Obj = dict[str, Any]
 
 
 # -- pure logic ----------------------------------------------------------------------------
-
-
-def tolerates(toleration: Obj, taint: Obj) -> bool:
-    """ToleratesTaint: same effect (or any), same key (or any with Exists), matching value."""
-    effect = toleration.get("effect") or ""
-    if effect and effect != taint.get("effect"):
-        return False
-    key = toleration.get("key") or ""
-    if key and key != taint.get("key"):
-        return False
-    operator = toleration.get("operator") or "Equal"
-    if operator == "Exists":
-        return True
-    return operator == "Equal" and (toleration.get("value") or "") == (taint.get("value") or "")
 
 
 def no_execute_taints(node: Obj | None) -> list[Obj]:

@@ -1,5 +1,5 @@
 """Label and node selectors as the scheduler evaluates them (apimachinery `labels.Selector`,
-component-helpers `nodeaffinity`, core/v1 toleration helpers).
+component-helpers `nodeaffinity`).
 
 Selectors are compiled once per pod into small closures; matching a node or a pod is then a few
 dict lookups, which is what the filter loop over thousands of nodes needs.
@@ -98,21 +98,3 @@ def node_selector(selector: dict[str, Any]) -> Callable[[Labels, str], bool]:
     return lambda labels, name: any(t(labels, name) for t in terms)
 
 
-def tolerates(toleration: dict[str, Any], taint: dict[str, Any]) -> bool:
-    """core/v1 Toleration.ToleratesTaint."""
-    effect = toleration.get("effect") or ""
-    if effect and effect != taint.get("effect"):
-        return False
-    key = toleration.get("key") or ""
-    if key and key != taint.get("key"):
-        return False
-    op = toleration.get("operator") or "Equal"
-    if op == "Exists":
-        return True
-    if op == "Equal":
-        return (toleration.get("value") or "") == (taint.get("value") or "")
-    return False
-
-
-def tolerated(tolerations: list[dict[str, Any]], taint: dict[str, Any]) -> bool:
-    return any(tolerates(t, taint) for t in tolerations)

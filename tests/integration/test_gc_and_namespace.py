@@ -9,7 +9,7 @@ namespace deletion wait for them exactly as they wait for a kubelet.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -19,6 +19,8 @@ from dockyard.client.factory import InformerFactory
 from dockyard.client.rest import ApiError, Client
 from dockyard.controllers.garbagecollector import GarbageCollector
 from dockyard.controllers.namespace import NamespaceController
+from tests.components import running as running_components
+from tests.components import until
 from tests.conftest import ServerProcess
 
 Obj = dict[str, Any]
@@ -39,19 +41,6 @@ DEPLOYMENTS = _info("apps", "Deployment")
 REPLICASETS = _info("apps", "ReplicaSet")
 
 
-async def until(predicate: Callable[[], Any], timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.03)
-
-
 @asynccontextmanager
 async def controllers(client: Client, *, namespace: bool = False) -> AsyncIterator[None]:
     factory = InformerFactory(client)
@@ -60,17 +49,8 @@ async def controllers(client: Client, *, namespace: bool = False) -> AsyncIterat
     if namespace:
         running.append(NamespaceController(client, factory, recorder,  # type: ignore[arg-type]
                                            max_recheck_delay=0.3))
-    recorder.start()
-    factory.start()
-    tasks = [asyncio.create_task(c.run()) for c in running]
-    try:
+    async with running_components(factory, recorder, running):
         yield
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await factory.stop()
-        await recorder.stop()
 
 
 @asynccontextmanager

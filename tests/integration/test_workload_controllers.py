@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import subprocess
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from dockyard.api.resources import by_kind
@@ -23,6 +23,8 @@ from dockyard.controllers.garbagecollector import GarbageCollector
 from dockyard.controllers.job import JobController
 from dockyard.controllers.replicaset import ReplicaSetController
 from dockyard.controllers.ttlafterfinished import TTLAfterFinishedController
+from tests.components import running as running_components
+from tests.components import until
 from tests.conftest import ServerProcess
 from tests.fakenode import FakeNode
 
@@ -33,19 +35,6 @@ JOBS = by_kind("batch", "Job")
 assert PODS and RS and DEPLOY and JOBS
 NS = "default"
 Obj = dict[str, Any]
-
-
-async def until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not reached: {what}")
-        await asyncio.sleep(0.05)
 
 
 @contextlib.asynccontextmanager
@@ -62,17 +51,8 @@ async def controllers(client: Client, *, gc: bool = False) -> AsyncIterator[None
     if gc:
         running.append(GarbageCollector(client, factory, recorder,
                                         resources=[PODS, RS, DEPLOY, JOBS]))
-    recorder.start()
-    factory.start()
-    tasks = [asyncio.create_task(c.run()) for c in running]
-    try:
+    async with running_components(factory, recorder, running):
         yield
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await factory.stop()
-        await recorder.stop()
 
 
 async def kubectl(server: ServerProcess, *args: str,

@@ -6,11 +6,12 @@ import ipaddress
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from dockyard.api.tolerations import tolerates
 from dockyard.controllers.endpoints import desired_subsets
 from dockyard.controllers.endpointslice import desired_endpoints, plan
 from dockyard.controllers.nodelifecycle import reconcile_taints, unknown_conditions
 from dockyard.controllers.podgc import terminated_to_delete
-from dockyard.controllers.taintmanager import eviction_deadline, tolerates
+from dockyard.controllers.taintmanager import eviction_deadline
 from dockyard.sim import objects
 
 Obj = dict[str, Any]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dockyard.api.tolerations import tolerated
 from dockyard.scheduler.framework import (
     CycleState,
     Handle,
@@ -14,7 +15,6 @@ from dockyard.scheduler.framework import (
     split_nodes,
     unresolvable,
 )
-from dockyard.scheduler.labels import tolerated
 
 NAME = "NodeUnschedulable"
 REASON = "node(s) were unschedulable"

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from dockyard.api.tolerations import tolerated
 from dockyard.scheduler.framework import (
     MAX_NODE_SCORE,
     SKIP,
@@ -24,7 +25,7 @@ from dockyard.scheduler.framework import (
     unresolvable,
     unschedulable,
 )
-from dockyard.scheduler.labels import Matcher, label_selector, tolerated
+from dockyard.scheduler.labels import Matcher, label_selector
 from dockyard.scheduler.plugins.node_affinity import required_matcher
 
 NAME = "PodTopologySpread"

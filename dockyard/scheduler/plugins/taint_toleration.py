@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 
+from dockyard.api.tolerations import tolerated
 from dockyard.scheduler.framework import (
     SKIP,
     CycleState,
@@ -18,7 +19,6 @@ from dockyard.scheduler.framework import (
     split_nodes,
     unresolvable,
 )
-from dockyard.scheduler.labels import tolerated
 
 NAME = "TaintToleration"
 _HARD = ("NoSchedule", "NoExecute")
