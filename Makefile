@@ -15,7 +15,7 @@ up: setup
 	$(VENV)/bin/dockyard up --data-dir $(DATA_DIR)
 
 test: setup
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/pytest -n 2 -q $(PYTEST_ARGS)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/pytest -n 2 --dist loadgroup -q $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check dockyard tests bench tools

@@ -8,6 +8,18 @@ need_apt=()
 command -v python3 >/dev/null || need_apt+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 command -v git >/dev/null || need_apt+=(git)
+# The node agent's real parts: the OCI runtime, the CNI plugins, busybox for the built-in
+# image, a C compiler for the container shim and pause process, iproute2 for namespaces.
+command -v runc >/dev/null || need_apt+=(runc)
+[ -x /usr/lib/cni/bridge ] || need_apt+=(containernetworking-plugins)
+dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
+command -v gcc >/dev/null || need_apt+=(gcc)
+[ -e /usr/include/stdio.h ] || need_apt+=(libc6-dev)
+command -v ip >/dev/null || need_apt+=(iproute2)
+command -v iptables-restore >/dev/null || need_apt+=(iptables)
+command -v debootstrap >/dev/null || need_apt+=(debootstrap)
+[ -e /usr/share/keyrings/debian-archive-keyring.gpg ] || need_apt+=(debian-archive-keyring)
+command -v unshare >/dev/null || need_apt+=(util-linux)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "setup: installing ${need_apt[*]} with apt-get"
     apt-get update -qq

@@ -40,6 +40,7 @@ class ServerProcess:
     url: str = ""
     token: str = ""
     extra_args: list[str] = field(default_factory=list)
+    command: str = "server"  # or "up": control plane and node agent in one process
 
     @property
     def kubeconfig(self) -> Path:
@@ -56,7 +57,7 @@ class ServerProcess:
         self.kubeconfig.unlink(missing_ok=True)
         log = open(self.data_dir / "server.log", "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dockyard.cli.main", "server", "--data-dir",
+            [sys.executable, "-m", "dockyard.cli.main", self.command, "--data-dir",
              str(self.data_dir), "--api-port", "0", "--bind-address", "127.0.0.1",
              *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT,

@@ -7,6 +7,7 @@ Every `APIError` becomes its `Status` JSON here, in one place.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -14,12 +15,14 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route, Router
+from starlette.routing import Route, Router, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from dockyard.apiserver import discovery, errors, openapi
 from dockyard.apiserver.handlers import ResourceHandlers, parse_target
 from dockyard.apiserver.negotiation import JSON
+from dockyard.apiserver.nodeproxy import KubeletClientConfig, NodeProxy, deny
 from dockyard.apiserver.rest import Registry
 
 log = logging.getLogger("dockyard.apiserver")
@@ -44,7 +47,8 @@ class BearerTokenAuth:
         self.tokens = tokens
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+        if scope["type"] not in ("http", "websocket") or (
+                scope["type"] == "http" and scope["path"] in PUBLIC_PATHS):
             await self.app(scope, receive, send)
             return
         header = b""
@@ -55,6 +59,7 @@ class BearerTokenAuth:
         scheme, _, token = header.decode("latin-1").partition(" ")
         user = self.tokens().get(token.strip()) if scheme.lower() == "bearer" else None
         if user is None:
+            # For a WebSocket upgrade Starlette sends this as the handshake's denial response.
             await _error(errors.unauthorized())(scope, receive, send)
             return
         scope["user"] = user
@@ -79,8 +84,11 @@ def _guard(
 
 def build_app(
     registry: Registry, *, tokens: Callable[[], dict[str, dict]], server_address: str,
+    kubelet_client: KubeletClientConfig | None = None,
 ) -> ASGIApp:
-    resources = ResourceHandlers(registry)
+    """`kubelet_client`: how to reach node agents for pods/log and pods/exec (else 503)."""
+    nodes = NodeProxy(registry, kubelet_client) if kubelet_client is not None else None
+    resources = ResourceHandlers(registry, nodes)
 
     async def version(_: Request) -> Response:
         return _json(discovery.version_info())
@@ -135,12 +143,38 @@ def build_app(
             raise errors.path_not_found(request.url.path)
         return Response(doc, media_type=JSON)
 
+    def no_agents(name: str) -> errors.APIError:
+        return errors.service_unavailable(
+            f'no node agent serves exec for pod "{name}": this API server has no kubelet '
+            "client configured")
+
+    async def pod_exec(request: Request) -> Response:
+        p = request.path_params
+        if nodes is None:
+            raise no_agents(p["name"])
+        return await nodes.exec_http(request, p["namespace"], p["name"])
+
+    async def pod_exec_websocket(ws: WebSocket) -> None:
+        p = ws.path_params
+        if nodes is None:
+            await deny(ws, no_agents(p["name"]))
+            return
+        try:
+            await nodes.exec_websocket(ws, p["namespace"], p["name"])
+        except Exception:
+            log.exception("internal error serving exec for %s/%s", p["namespace"], p["name"])
+            with contextlib.suppress(Exception):
+                await ws.close(1011)
+
     all_methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+    exec_path = "/api/v1/namespaces/{namespace}/pods/{name}/exec"
     routes = [
         Route("/version", _guard(version)),
         Route("/healthz", health), Route("/livez", health), Route("/readyz", health),
         Route("/api", _guard(api)),
         Route("/api/{version}", _guard(core_resources)),
+        Route(exec_path, _guard(pod_exec), methods=["GET", "POST"]),
+        WebSocketRoute(exec_path, pod_exec_websocket),
         Route("/api/{version}/{rest:path}", _guard(core), methods=all_methods),
         Route("/apis", _guard(apis)),
         Route("/apis/{group}", _guard(group)),

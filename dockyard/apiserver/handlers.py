@@ -26,6 +26,7 @@ from dockyard.apiserver.negotiation import (
     partial_metadata,
     wanted_shape,
 )
+from dockyard.apiserver.nodeproxy import NodeProxy
 from dockyard.apiserver.rest import DeleteOptions, Registry
 from dockyard.apiserver.selectors import combine, field_matcher, label_matcher
 from dockyard.apiserver.subresources import bind_pod, scale_of, set_scale
@@ -70,8 +71,9 @@ def parse_target(group: str, version: str, segments: list[str]) -> Target:
 class ResourceHandlers:
     """The verbs of every resource, over one `Registry`."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, node_proxy: NodeProxy | None = None) -> None:
         self.registry = registry
+        self.node_proxy = node_proxy  # pods/log and pods/exec go through to the node agent
 
     async def handle(self, request: Request, target: Target) -> Response:
         method = request.method
@@ -254,9 +256,11 @@ class ResourceHandlers:
             return _json({"kind": "Status", "apiVersion": "v1", "metadata": {},
                           "status": "Success", "code": 201}, 201)
         elif sub == "log" and method == "GET":
-            raise errors.service_unavailable(
-                f'no node agent serves logs for pod "{name}" yet: the pod is not running on a '
-                "node this server can reach")
+            if self.node_proxy is None:
+                raise errors.service_unavailable(
+                    f'no node agent serves logs for pod "{name}": this API server has no '
+                    "kubelet client configured")
+            return await self.node_proxy.logs(request, ns or "", name)
         raise errors.method_not_allowed()
 
     async def _scale(self, request: Request, target: Target) -> Response:

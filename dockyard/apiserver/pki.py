@@ -3,6 +3,10 @@ token and the kubeconfig that carries them (as k3s does).
 
 Files live under `DATA_DIR/pki/` (mode 0600 for secrets); they are created once and reused, so
 a restarted server keeps its identity and existing kubeconfigs keep working.
+
+Node agents are reached the other way round: the API server presents the *kubelet client
+token* (`kubelet-client.token`) to an agent's HTTPS port for logs and exec, and checks the
+agent's serving certificate (issued by `issue_agent_cert`) against the same cluster CA.
 """
 
 from __future__ import annotations
@@ -17,9 +21,12 @@ from pathlib import Path
 
 import yaml
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+KUBELET_CLIENT_TOKEN = "kubelet-client.token"
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,7 @@ class ClusterPKI:
     server_key: Path
     admin_token: str
     tokens_file: Path
+    kubelet_client_token: str = ""  # what the API server presents to node agents
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -82,23 +90,30 @@ def _san_names(extra: list[str]) -> list[x509.GeneralName]:
     return list(dict.fromkeys(names))
 
 
-def _issue_server_cert(pki: Path, sans: list[str]) -> None:
+def _sign_serving_cert(pki: Path, common_name: str, names: list[x509.GeneralName],
+                       cert_path: Path, key_path: Path) -> None:
+    """A one-year serving certificate for `names`, signed by the cluster CA."""
     ca_cert, ca_key = _load_ca(pki)
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dockyard-apiserver")]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
         .issuer_name(ca_cert.subject).public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=365))
-        .add_extension(x509.SubjectAlternativeName(_san_names(sans)), critical=False)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    _write_private(pki / "server.key", _key_pem(key))
-    (pki / "server.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_private(key_path, _key_pem(key))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def _issue_server_cert(pki: Path, sans: list[str]) -> None:
+    _sign_serving_cert(pki, "dockyard-apiserver", _san_names(sans), pki / "server.crt",
+                       pki / "server.key")
     (pki / "server.sans").write_text("\n".join(sans))
 
 
@@ -122,8 +137,56 @@ def ensure_pki(data_dir: Path, sans: list[str] | None = None) -> ClusterPKI:
         ).encode())
     entries = yaml.safe_load(tokens.read_text())["tokens"]
     admin_token = next(t["token"] for t in entries if t["user"] == "admin")
+    kubelet_token = pki / KUBELET_CLIENT_TOKEN
+    if not kubelet_token.exists():
+        _write_private(kubelet_token, secrets.token_urlsafe(32).encode())
     return ClusterPKI(pki / "ca.crt", pki / "server.crt", pki / "server.key", admin_token,
-                      tokens)
+                      tokens, kubelet_token.read_text().strip())
+
+
+def load_kubelet_client_token(data_dir: Path) -> str:
+    """The token an agent must require from the API server (made by `ensure_pki`)."""
+    return (data_dir / "pki" / KUBELET_CLIENT_TOKEN).read_text().strip()
+
+
+@dataclass(frozen=True)
+class AgentCert:
+    cert: Path
+    key: Path
+
+
+def issue_agent_cert(data_dir: Path, out_dir: Path, *, node_name: str,
+                     addresses: list[str]) -> AgentCert:
+    """A serving certificate for a node agent, signed by the cluster CA, valid for the node's
+    name and `addresses` (host names and IPs) plus localhost.
+
+    Reused while its names are unchanged, it was signed by the current CA and it is valid for
+    more than 30 days; otherwise issued again. Needs the CA key, so it runs on a control-plane
+    host (an in-process agent, or the join step of a remote one).
+    """
+    pki = data_dir / "pki"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = AgentCert(out_dir / "serving.crt", out_dir / "serving.key")
+    wanted = sorted({node_name, *addresses})
+    names_file = out_dir / "serving.sans"
+    if (result.cert.exists() and result.key.exists() and names_file.exists()
+            and names_file.read_text().split("\n") == wanted
+            and _still_good(result.cert, pki / "ca.crt")):
+        return result
+    _sign_serving_cert(pki, f"system:node:{node_name}", _san_names(wanted), result.cert,
+                       result.key)
+    names_file.write_text("\n".join(wanted))
+    return result
+
+
+def _still_good(cert_path: Path, ca_path: Path) -> bool:
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    ca = x509.load_pem_x509_certificate(ca_path.read_bytes())
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return cert.not_valid_after_utc - dt.datetime.now(dt.UTC) > dt.timedelta(days=30)
 
 
 def load_tokens(pki: ClusterPKI) -> dict[str, dict]:

@@ -22,9 +22,11 @@ from dockyard.api.resources import by_kind
 from dockyard.api.scheduling import SYSTEM_PRIORITY_CLASSES
 from dockyard.apiserver import errors, pki
 from dockyard.apiserver.app import build_app
+from dockyard.apiserver.nodeproxy import KubeletClientConfig
 from dockyard.apiserver.rest import Registry
 from dockyard.client.rest import Client
 from dockyard.controllers.manager import ControllerManager, run_elected
+from dockyard.kubelet.config import KubeletConfig
 from dockyard.scheduler.app import run_scheduler
 from dockyard.store import open_store
 from dockyard.store.interface import Store
@@ -84,7 +86,9 @@ async def serve(
     scheduler: bool = True,
     controller_manager: bool = True,
     controller_options: dict[str, dict[str, Any]] | None = None,
+    agent: KubeletConfig | None = None,
 ) -> None:
+    """Serve the API until SIGTERM/SIGINT; with `agent`, also be that node (`dockyard up`)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     sans = list(tls_sans or [])
     if bind_address not in ("0.0.0.0", "::", "127.0.0.1"):
@@ -102,7 +106,9 @@ async def serve(
         host = "::1"
     url = f"https://{'[' + host + ']' if ':' in host else host}:{port}"
     tokens = pki.load_tokens(cluster)
-    app = build_app(registry, tokens=lambda: tokens, server_address=f"{host}:{port}")
+    app = build_app(registry, tokens=lambda: tokens, server_address=f"{host}:{port}",
+                    kubelet_client=KubeletClientConfig(cluster.ca_cert,
+                                                       cluster.kubelet_client_token))
     config = uvicorn.Config(
         app,
         ssl_certfile=str(cluster.server_cert),
@@ -130,6 +136,11 @@ async def serve(
         components.start("controller-manager", lambda client: run_elected(
             client, "kube-controller-manager",
             ControllerManager(client, options=options).run))
+    if agent is not None:
+        from dockyard.kubelet.agent import Kubelet, local_serving_credentials
+
+        serving = local_serving_credentials(data_dir, cluster, agent)
+        components.start("kubelet", lambda client: Kubelet(client, agent, serving).run())
     try:
         await server.serve(sockets=[sock])
     finally:

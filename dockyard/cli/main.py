@@ -68,7 +68,7 @@ def _server_options(f):  # type: ignore[no-untyped-def]
 def _serve(data_dir: Path, api_port: int, bind_address: str, datastore: str,
            tls_san: tuple[str, ...], watch_window: int, disable_scheduler: bool,
            disable_controller_manager: bool, node_monitor_grace_period: float,
-           verbose: int) -> None:
+           verbose: int, agent: object = None) -> None:
     from dockyard.apiserver.server import serve
 
     _setup_logging(verbose)
@@ -77,7 +77,52 @@ def _serve(data_dir: Path, api_port: int, bind_address: str, datastore: str,
                datastore=datastore, tls_sans=list(tls_san), watch_window=watch_window,
                scheduler=not disable_scheduler,
                controller_manager=not disable_controller_manager,
-               controller_options=options))
+               controller_options=options, agent=agent))  # type: ignore[arg-type]
+
+
+def _agent_options(f):  # type: ignore[no-untyped-def]
+    """The node agent's settings (a subset of the kubelet's flags, same names)."""
+    f = click.option("--node-name", default=None,
+                     help="Name of this node (default: the host name).")(f)
+    f = click.option("--pod-cidr", default="10.42.0.0/24", show_default=True,
+                     help="This node's pod subnet (the CNI bridge's range).")(f)
+    f = click.option("--max-pods", type=int, default=110, show_default=True)(f)
+    f = click.option("--agent-port", type=int, default=10250, show_default=True,
+                     help="HTTPS port for logs and exec (0: any free port).")(f)
+    f = click.option("--node-ip", default="", help="Address the node reports (default: "
+                     "the source address of the default route).")(f)
+    f = click.option("--pod-max-pids", type=int, default=4096, show_default=True,
+                     help="Process limit of each pod (0: unlimited).")(f)
+    f = click.option("--crash-backoff", "crash_backoff", default="10s,300s", show_default=True,
+                     help="First and longest restart back-off of crashing containers.")(f)
+    f = click.option("--node-labels", default="", help="key=value,... added to the Node.")(f)
+    return f
+
+
+def _seconds(text: str) -> float:
+    text = text.strip()
+    for suffix, factor in (("ms", 0.001), ("s", 1.0), ("m", 60.0)):
+        if text.endswith(suffix) and text[: -len(suffix)].replace(".", "", 1).isdigit():
+            return float(text[: -len(suffix)]) * factor
+    return float(text)
+
+
+def _kubelet_config(data_dir: Path, node_name: str | None, pod_cidr: str, max_pods: int,
+                    agent_port: int, node_ip: str, pod_max_pids: int, crash_backoff: str,
+                    node_labels: str) -> object:
+    import socket
+
+    from dockyard.kubelet.config import KubeletConfig
+    from dockyard.runtime.naming import cluster_prefix
+
+    first, _, longest = crash_backoff.partition(",")
+    labels = dict(item.split("=", 1) for item in node_labels.split(",") if "=" in item)
+    return KubeletConfig(
+        node_name=node_name or socket.gethostname().lower(), data_dir=data_dir.resolve(),
+        prefix=cluster_prefix(data_dir), max_pods=max_pods, pod_cidr=pod_cidr,
+        serving_port=agent_port, address=node_ip, node_labels=labels,
+        pod_pids_limit=pod_max_pids or None, backoff_initial=_seconds(first),
+        backoff_max=_seconds(longest or "300s"))
 
 
 @main.command()
@@ -89,9 +134,27 @@ def server(**kwargs: object) -> None:
 
 @main.command()
 @_server_options
-def up(**kwargs: object) -> None:
-    """Start a single-node cluster in this process (today: the control plane)."""
-    _serve(**kwargs)  # type: ignore[arg-type]
+@_agent_options
+def up(node_name: str | None, pod_cidr: str, max_pods: int, agent_port: int, node_ip: str,
+       pod_max_pids: int, crash_backoff: str, node_labels: str, **kwargs: object) -> None:
+    """Start a single-node cluster in this process: control plane and node agent."""
+    agent = _kubelet_config(kwargs["data_dir"], node_name, pod_cidr, max_pods,  # type: ignore[arg-type]
+                            agent_port, node_ip, pod_max_pids, crash_backoff, node_labels)
+    _serve(**kwargs, agent=agent)  # type: ignore[arg-type]
+
+
+@main.command()
+@click.option("--data-dir", type=click.Path(path_type=Path), default=DEFAULT_DATA_DIR,
+              show_default=True)
+def cleanup(data_dir: Path) -> None:
+    """Remove everything the cluster in DATA_DIR made on this host (containers, mounts,
+    cgroups, network namespaces, the bridge). Stop the cluster first; the data stays."""
+    from dockyard.kubelet.agent import cleanup as cleanup_host
+    from dockyard.runtime.naming import cluster_prefix
+
+    _setup_logging(0)
+    _run(cleanup_host(data_dir.resolve(), cluster_prefix(data_dir)))
+    click.echo(f"dockyard: removed what cluster {cluster_prefix(data_dir)} made on this host")
 
 
 def find_kubeconfig(explicit: str | None) -> Path:
@@ -187,9 +250,11 @@ def kubeconfig(data_dir: Path) -> None:
 
 
 def _register_commands() -> None:
+    from dockyard.cli.image import image
     from dockyard.cli.sim import sim_command
 
     main.add_command(sim_command)
+    main.add_command(image)
 
 
 _register_commands()

@@ -1,0 +1,256 @@
+"""Pod-start benchmark: pods created at a fixed rate on one node, create → Running seen through
+a watch, printed beside raw `runc run` of the same busybox rootfs and `docker run` (Debian's
+docker.io, in a dockerd this benchmark starts) measured in the same run; then density: M pods
+on the node, the cluster process's RSS and idle CPU, and the host memory each pod costs.
+
+Anchors: Kubernetes' pod startup SLO is p99 <= 5 s; `docker run` here ~0.3-0.4 s; raw runc
+~0.03 s. Goals: p50 <= 100 ms, p99 <= 300 ms; agent < 150 MB and < 2% of a core idle with 500
+pods. Needs root. Everything the run creates (containers, mounts, netns, links, cgroups,
+dockerd) is removed at the end and checked for; a leftover makes the exit status 1.
+Run with `make bench-podstart`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from podstart_cluster import Cluster  # noqa: E402
+from podstart_docker import DockerBench  # noqa: E402
+from podstart_host import free_subnets, summary, wait_clean  # noqa: E402
+from podstart_image import prepare  # noqa: E402
+from podstart_runc import RuncBench  # noqa: E402
+
+
+def say(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def pod_prefixlen(pods: int) -> int:
+    """The smallest subnet holding `pods` addresses plus gateway, network and broadcast."""
+    length = 24
+    while (1 << (32 - length)) - 3 < pods:
+        length -= 1
+    return length
+
+
+def part(results: dict, name: str, fn, *args):  # type: ignore[no-untyped-def]
+    """Run one part; a failure is recorded and printed, the other parts still run."""
+    t0 = time.perf_counter()
+    try:
+        results[name] = fn(*args)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - reported in the output, the run goes on
+        results.setdefault("errors", {})[name] = f"{type(exc).__name__}: {exc}"
+        say(f"{name} failed: {exc}")
+        traceback.print_exc()
+    say(f"{name} done in {time.perf_counter() - t0:.1f} s")
+
+
+def runc_part(work: Path, prefix: str, layers: list[Path], args: argparse.Namespace) -> dict:
+    bench = RuncBench(work, prefix, layers)
+    try:
+        result = bench.run(args.pods, args.rate)
+    finally:
+        result_cleanup = bench.cleanup()
+    return {**result, "delete_seconds": result_cleanup}
+
+
+def docker_part(work: Path, prefix: str, subnet, archive: Path,  # type: ignore[no-untyped-def]
+                args: argparse.Namespace) -> dict:
+    bench = DockerBench(work, prefix, subnet)
+    try:
+        bench.start(archive)
+        result = asyncio.run(bench.run(args.pods, args.rate))
+        alone = asyncio.run(bench.one_at_a_time(args.docker_alone))
+        removed = bench.remove_all()
+        return {**result, "alone": alone, "delete_seconds": removed, "version": bench.version,
+                "network": bench.network}
+    finally:
+        bench.stop()
+
+
+def cluster_part(cluster: Cluster, args: argparse.Namespace) -> dict:
+    out: dict = {"api_ready_seconds": cluster.start()}
+    out["node_ready_seconds"] = asyncio.run(cluster.wait_node_ready())
+    say("cluster up; warm-up pod")
+    warm = asyncio.run(cluster.start_pods(1, 1, "warm", 120))
+    if warm["not_running"]:
+        raise RuntimeError(f"the warm-up pod never ran: {warm['not_running']}")
+    asyncio.run(cluster.delete_pods("warm", 60))
+    say(f"{args.pods} pods at {args.rate:g}/s")
+    out["pods"] = asyncio.run(cluster.start_pods(args.pods, args.rate, "ps",
+                                                 120 + args.pods / args.rate))
+    out["delete"] = asyncio.run(cluster.delete_pods("ps", 120 + args.pods / 5))
+    if args.density:
+        say(f"density: {args.density} pods, then {args.settle:g} s settle and "
+            f"{args.idle:g} s idle")
+        out["density"] = asyncio.run(cluster.density(
+            args.density, args.density_rate or args.rate, args.settle, args.idle,
+            300 + 2 * args.density / (args.density_rate or args.rate)))
+        out["density_delete"] = asyncio.run(cluster.delete_pods("dense",
+                                                                120 + args.density / 5))
+    return out
+
+
+def fmt(value: float | None, digits: int = 1) -> str:
+    if value is None or value != value:
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def table(results: dict, args: argparse.Namespace) -> list[str]:
+    cluster = results.get("dockyard", {})
+    pods = summary(cluster.get("pods", {}).get("start", []))
+    runc = results.get("runc", {})
+    docker = results.get("docker", {})
+    cols = {
+        "dockyard pod": pods,
+        "runc run": summary(runc.get("start", [])),
+        "docker run": summary(docker.get("start", [])),
+        "docker, 1 at a time": summary(docker.get("alone", {}).get("start", [])),
+    }
+    goals = {"p50": "<= 100", "p90": "", "p99": "<= 300 (SLO 5,000)", "max": ""}
+    lines = [f"start → running at {args.rate:g}/s, {args.pods} each (ms; dockyard: create "
+             "sent → Running on the watch)",
+             f"{'':10}" + "".join(f"{c:>22}" for c in cols) + f"{'goal':>22}"]
+    for q in ("p50", "p90", "p99", "max"):
+        lines.append(f"{q:10}" + "".join(f"{fmt(s[q]):>22}" for s in cols.values())
+                     + f"{goals[q]:>22}")
+    lines.append(f"{'command':10}{'':>22}"
+                 + "".join(f"{fmt(summary(c.get('command', []))['p50']):>22}"
+                           for c in (runc, docker, docker.get("alone", {})))
+                 + f"{'(p50 of the CLI call)':>22}")
+    if cluster.get("pods", {}).get("create_call"):
+        create = summary(cluster["pods"]["create_call"])
+        lines.append(f"dockyard create call p50 / p99: {fmt(create['p50'], 2)} / "
+                     f"{fmt(create['p99'], 2)} ms; all {args.pods} Running "
+                     f"{fmt(cluster['pods']['all_running_after'], 2)} s after the first create")
+    if cluster.get("pods", {}).get("not_running"):
+        lines.append(f"NOT running: {cluster['pods']['not_running'][:5]}")
+    lines.append("")
+    lines.append(f"{'delete all (s)':30}{'dockyard':>16}{'runc':>16}{'docker':>16}")
+    delete = cluster.get("delete", {})
+    lines.append(f"{f'{args.pods} pods / containers':30}{fmt(delete.get('seconds'), 2):>16}"
+                 f"{fmt(runc.get('delete_seconds'), 2):>16}"
+                 f"{fmt(docker.get('delete_seconds'), 2):>16}")
+    lines.append("  (dockyard: DELETE of every pod → last DELETED event, 1 s grace; runc: "
+                 "delete --force one by one; docker: one rm -f of all)")
+    dense = cluster.get("density")
+    if dense:
+        lines += ["", f"density: {dense['running']} of {dense['pods']} pods Running on one node "
+                  f"({fmt(dense['all_running_after'])} s after the first create)",
+                  f"{'measure':52}{'dockyard':>14}{'goal':>16}",
+                  f"{'cluster process RSS (MB; API + agent, one process)':52}"
+                  f"{fmt(dense['cluster_rss_mb']):>14}{'< 150':>16}",
+                  f"{f'cluster process CPU, {args.idle:g} s idle (% of a core)':52}"
+                  f"{fmt(dense['cluster_cpu_pct'], 2):>14}{'< 2':>16}",
+                  f"{'  + children it reaped in that window (runc, CNI)':52}"
+                  f"{fmt(dense['cluster_children_cpu_pct'], 2):>14}",
+                  f"{'all pod processes CPU, same window (%)':52}"
+                  f"{fmt(dense['pod_processes_cpu_pct'], 2):>14}",
+                  f"{'host memory per pod (MemAvailable drop / pods, MB)':52}"
+                  f"{fmt(dense['host_mb_per_pod'], 2):>14}",
+                  f"{'one pod processes RSS / PSS (kB)':52}"
+                  f"{dense['one_pod_rss_kb']:>8,} / {dense['one_pod_pss_kb']:,}",
+                  f"  ({dense['pod_process_count']} pod processes in {dense['pod_netns_count']} "
+                  "pod network namespaces)"]
+        for p in dense["one_pod_processes"]:
+            lines.append(f"    {p['comm']:16} rss {p['rss_kb']:>6,} kB  pss {p['pss_kb']:>6,} kB"
+                         f"  {p['args'][:50]}")
+        for child in dense["children"]:
+            lines.append(f"  child of the cluster process: {child['comm']} "
+                         f"{fmt(child['rss_mb'])} MB")
+        if dense["not_running"]:
+            lines.append(f"NOT running (first 5): {dense['not_running']}")
+        if results.get("dockyard", {}).get("density_delete"):
+            dd = results["dockyard"]["density_delete"]
+            label = f"delete all {dd['count']} pods (s)"
+            lines.append(f"{label:52}{fmt(dd['seconds'], 2):>14}")
+    return lines
+
+
+def main(args: argparse.Namespace) -> int:
+    if os.geteuid() != 0:
+        print("podstart needs root (runc, mounts, network namespaces, dockerd)", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # A short /tmp path: dockerd's and containerd's unix sockets live under it (108-byte limit).
+    tmp = Path(tempfile.mkdtemp(prefix="dyb-", dir="/tmp"))
+    prefix = "dyb" + secrets.token_hex(3)[:5]
+    data_dir = tmp / "cluster"
+    max_pods = max(args.pods, args.density) + 10
+    pod_net, docker_net = free_subnets([pod_prefixlen(max_pods), 24], secrets.randbelow(1 << 16))
+    results: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "loadavg_start": loadavg(),
+                     "args": vars(args), "pod_cidr": str(pod_net), "docker_subnet": str(docker_net)}
+    cluster = Cluster(data_dir, str(pod_net), max_pods)
+    say(f"work dir {tmp}, prefixes {prefix} (baselines) and {cluster.prefix} (cluster), "
+        f"pod CIDR {pod_net}, load {loadavg()}")
+    try:
+        data_dir.mkdir()
+        image = prepare(data_dir, tmp)
+        results["image"] = image.source
+        say(f"image: {image.source}")
+        part(results, "runc", runc_part, tmp / "runc", prefix, image.layer_dirs, args)
+        if not args.skip_docker:
+            part(results, "docker", docker_part, tmp / "docker", prefix, docker_net,
+                 image.archive, args)
+        if not args.skip_dockyard:
+            try:
+                part(results, "dockyard", cluster_part, cluster, args)
+            finally:
+                results["cleanup"] = cluster.stop()
+    finally:
+        results["loadavg_end"] = loadavg()
+        found = wait_clean([prefix, cluster.prefix], [tmp])
+        results["leftovers"] = found
+        shutil.rmtree(tmp, ignore_errors=True)
+    lines = table(results, args)
+    print("\n".join(lines))
+    print(f"\nimage: {results['image']}; docker {results.get('docker', {}).get('version', '-')} "
+          f"(network {results.get('docker', {}).get('network', '-')}); load average "
+          f"{results['loadavg_start']} at start, {results['loadavg_end']} at end")
+    print("leftovers on the host: " + (", ".join(found) if found else "none"))
+    for name, error in results.get("errors", {}).items():
+        print(f"FAILED {name}: {error}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1, default=str))
+    return 1 if found or results.get("errors") else 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pods", type=int, default=100, help="pods (and baseline containers)")
+    parser.add_argument("--rate", type=float, default=20.0, help="creates per second")
+    parser.add_argument("--density", type=int, default=500,
+                        help="pods of the density run (0: skip it)")
+    parser.add_argument("--density-rate", type=float, default=0.0,
+                        help="creates/s of the density run (default: --rate)")
+    parser.add_argument("--settle", type=float, default=30.0,
+                        help="seconds after all density pods run before measuring")
+    parser.add_argument("--idle", type=float, default=30.0, help="seconds of the idle CPU window")
+    parser.add_argument("--docker-alone", type=int, default=10,
+                        help="extra `docker run`s one at a time (the usual quoted number)")
+    parser.add_argument("--skip-docker", action="store_true")
+    parser.add_argument("--skip-dockyard", action="store_true",
+                        help="baselines only (e.g. while the node agent is not there)")
+    parser.add_argument("--json", metavar="PATH", help="also write all results as JSON here")
+    sys.exit(main(parser.parse_args()))

@@ -1,0 +1,1 @@
+"""Images, root filesystems, OCI bundles and the OCI runtimes (runc) that run containers."""
