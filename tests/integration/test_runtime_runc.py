@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from dockyard.runtime import naming
+from dockyard.runtime.cgroups import Cgroups
 from dockyard.runtime.cri import (
     LABEL_CONTAINER_NAME,
     ContainerConfig,
@@ -33,7 +34,7 @@ from dockyard.runtime.cri import (
 )
 from dockyard.runtime.native import live_shims, proc_start
 from dockyard.runtime.rootfs import mounts_under
-from dockyard.runtime.service import Cgroups, RuncRuntime
+from dockyard.runtime.service import RuncRuntime
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="real containers need root"),

@@ -61,6 +61,7 @@ class Node:
         records), as when the agent process restarts."""
         self.name = name or (after.name if after else f"node-{uuid.uuid4().hex[:8]}")
         self.ns = self.name  # each node's pods in a namespace of their own
+        self.kubeconfig = server.kubeconfig
         self.client = Client.from_kubeconfig(server.kubeconfig, user_agent="podworker-test")
         self.config = KubeletConfig(node_name=self.name, data_dir=tmp_path / "data",
                                     prefix="dyfake00", backoff_initial=BACKOFF_INITIAL,
@@ -715,3 +716,46 @@ async def test_restart_count_survives_a_runtime_that_lost_its_records(
         assert [c.config.attempt for c in second.runtime.find(uid, "c")] == [1]
     finally:
         await second.stop()
+
+
+# -- the status manager on its own -----------------------------------------------------------
+
+
+async def test_status_manager_conflicts_merges_and_preconditions(node: Node) -> None:
+    from dockyard.kubelet.statusmanager import StatusManager
+
+    assert PODS is not None
+    await node.stop()  # this test writes the statuses itself, with a client of its own
+    client = node.client = Client.from_kubeconfig(node.kubeconfig)
+    manager = StatusManager(client)
+    try:
+        pod = await node.create("manual", [busybox("c")])
+        manager.observe(pod)
+        # Another component writes a condition: the manager's resourceVersion is now stale.
+        await client.patch(PODS, node.ns, "manual", {"status": {"conditions": [
+            {"type": "example.com/gate", "status": "True"}]}}, patch_type="strategic",
+            sub="status")
+        ours = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
+        manager.set(pod, ours)
+        await manager.flush(pod["metadata"]["uid"])
+        stored = (await node.get("manual"))["status"]
+        assert stored["phase"] == "Running"
+        assert {c["type"] for c in stored["conditions"]} == {"example.com/gate", "Ready"}
+        assert manager.writes == 1
+        # A terminal phase stays terminal, whatever is written later.
+        manager.set(pod, {**ours, "phase": "Failed", "reason": "DeadlineExceeded"})
+        await manager.flush(pod["metadata"]["uid"])
+        manager.set(pod, ours)
+        await manager.flush(pod["metadata"]["uid"])
+        stored = (await node.get("manual"))["status"]
+        assert (stored["phase"], stored["reason"]) == ("Failed", "DeadlineExceeded")
+        # The final delete names the uid: a new pod of the same name is left alone.
+        await client.delete(PODS, node.ns, "manual", grace_period_seconds=0)
+        again = await node.create("manual", [busybox("c")])
+        await manager.finish(pod, None)
+        assert (await node.get("manual"))["metadata"]["uid"] == again["metadata"]["uid"]
+        await manager.finish(again, None)
+        await node.wait_gone("manual")
+    finally:
+        await client.close()
+

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dockyard.runtime.service import Cgroups
+from dockyard.runtime.cgroups import Cgroups
 
 CG = "/dyabc123/pod-1/dyabc123-c1"
 

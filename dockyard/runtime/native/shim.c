@@ -27,6 +27,7 @@
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <sys/syscall.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -442,7 +443,19 @@ static int run_shim(int sync_fd) {
     return 0;
 }
 
+/* Descriptors the agent's process leaked into ours (event loops do not all spawn with
+ * close_fds) would keep the agent's pipes open for as long as the container runs, so the
+ * agent would never see the end of our report: keep only stdin, stdout and stderr. */
+static void close_inherited_fds(void) {
+    if (syscall(SYS_close_range, 3U, ~0U, 0U) == 0)
+        return;
+    long max = sysconf(_SC_OPEN_MAX);
+    for (long fd = 3; fd < (max > 0 ? max : 1024); fd++)
+        close((int)fd);
+}
+
 int main(int argc, char **argv) {
+    close_inherited_fds();
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i];
         if (!strcmp(k, "--tty")) {
