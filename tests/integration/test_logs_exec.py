@@ -9,15 +9,9 @@ token check are all the real ones. kubectl runs in threads: the agent lives in t
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import ipaddress
 import os
-import pty
-import select
-import struct
 import subprocess
-import termios
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -35,6 +29,7 @@ from dockyard.kubelet.server import AgentServer, build_agent_app, serve_agent
 from dockyard.runtime.cri import ContainerState
 from tests.conftest import ServerProcess, kubectl_binary
 from tests.fakeexecruntime import FakeExecRuntime
+from tests.terminal import run_in_terminal
 
 PODS = "/api/v1/namespaces/default/pods"
 V5, V4 = "v5.channel.k8s.io", "v4.channel.k8s.io"
@@ -369,40 +364,3 @@ async def test_exec_frames_on_the_wire_through_the_api_server(cluster: Cluster) 
         assert status["reason"] == "NonZeroExitCode"
         assert status["details"]["causes"] == [{"reason": "ExitCode", "message": "5"}]
         assert cluster.runtime.sessions[-1].resizes == [(9, 9)]
-
-
-def run_in_terminal(argv: list[str], env: dict[str, str], *, rows: int, cols: int,
-                    typed: bytes = b"", timeout: float = 20.0) -> tuple[int, str]:
-    """Run a program with a pseudo-terminal of the given size as its stdin/stdout/stderr;
-    `typed` is typed once it has printed something (the remote shell's prompt)."""
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env,
-                            start_new_session=True,
-                            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
-    os.close(slave)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.1)
-            if ready:
-                try:
-                    data = os.read(master, 65536)
-                except OSError:  # EIO: the program closed the terminal
-                    break
-                if not data:
-                    break
-                chunks.append(data)
-                if typed:
-                    os.write(master, typed)
-                    typed = b""
-            elif proc.poll() is not None:
-                break
-        code = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(master)
-    return code, b"".join(chunks).decode(errors="replace")

@@ -21,8 +21,9 @@ import pytest
 import yaml
 
 from dockyard.runtime.naming import cluster_prefix
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, kubectl_binary
 from tests.hostcheck import free_pod_cidr, leftovers
+from tests.terminal import run_in_terminal
 
 pytestmark = [
     pytest.mark.xdist_group("node-agent"),  # one cluster, tests in order, on one worker
@@ -152,6 +153,13 @@ def test_deployment_runs_with_pod_ips_logs_and_exec(cluster: ServerProcess) -> N
     assert logs.strip() == f"started {name}"
     hostname = cluster.kubectl("exec", "-n", "deploy", name, "--", "cat", "/etc/hostname")
     assert hostname.stdout.strip() == name
+    # An interactive shell with a terminal (kubectl exec -it), sized like kubectl's.
+    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "TERM": "dumb"}
+    code, output = run_in_terminal(
+        [kubectl_binary(), "exec", "-it", "-n", "deploy", name, "--", "sh"], env, rows=30,
+        cols=90, typed=b"sleep 0.3; stty size; tty; exit 5\r")
+    assert code == 5, output
+    assert "30 90" in output and "/dev/pts/" in output
     # Pods on the node bridge reach each other by IP.
     other = pods[1]["status"]["podIP"]
     ping = cluster.kubectl("exec", "-n", "deploy", name, "--", "ping", "-c", "1", "-W", "2",
@@ -303,6 +311,14 @@ def test_image_never_pull(cluster: ServerProcess) -> None:
 
 def test_zz_agent_restart_keeps_containers_then_cleanup(cluster: ServerProcess) -> None:
     """Runs last in this module: restarts the cluster process, then removes everything."""
+    bridge = f"{cluster_prefix(cluster.data_dir)}br"
+
+    def bridge_ports() -> int:
+        out = subprocess.run(["ip", "-o", "link", "show", "master", bridge],
+                             capture_output=True, text=True).stdout
+        return len(out.splitlines())
+
+    ports_before = bridge_ports()
     apply(cluster, "restart", busybox_pod("steady", "exec sleep 3600"))
     before = container_status(running(cluster, "restart", "steady"), "main")
     cluster.stop()
@@ -313,7 +329,12 @@ def test_zz_agent_restart_keeps_containers_then_cleanup(cluster: ServerProcess) 
     assert after["restartCount"] == before["restartCount"]
     assert after["state"]["running"]["startedAt"] == before["state"]["running"]["startedAt"]
 
+    uid = pod(cluster, "restart", "steady")["metadata"]["uid"]
     cluster.kubectl("delete", "pod", "-n", "restart", "steady", "--wait=true")
+    # Deleting a pod removes what it had on the host: netns, veth, mounts, cgroups, processes.
+    prefix = cluster_prefix(cluster.data_dir)
+    assert [item for item in leftovers(prefix, Path(cluster.data_dir)) if uid in item] == []
+    assert bridge_ports() == ports_before  # its veth went with its network namespace
     cluster.stop()
     data = cluster.data_dir
     result = subprocess.run([sys.executable, "-m", "dockyard.cli.main", "cleanup",
