@@ -161,9 +161,10 @@ class Cluster:
         raise RuntimeError(f"node {self.node} not Ready after {timeout:.0f} s; see "
                            f"{self.data_dir / 'server.log'}")
 
-    async def start_pods(self, count: int, rate: float, label: str,
-                         timeout: float) -> dict:
-        """Open loop: a create every 1/rate s; create→Running seen on the watch, per pod."""
+    async def start_pods(self, count: int, rate: float, label: str, timeout: float,
+                         one_at_a_time: bool = False) -> dict:
+        """Open loop: a create every 1/rate s; create→Running seen on the watch, per pod.
+        one_at_a_time: each create waits for the previous pod to run (latency alone)."""
         async with self.http() as http:
             watch = PodWatch(http, label)
             await watch.open()
@@ -182,6 +183,10 @@ class Cluster:
                 tasks = []
                 begin = time.perf_counter()
                 for i, name in enumerate(names):
+                    if one_at_a_time:
+                        await one(name)
+                        await watch.wait([name], watch.running, timeout)
+                        continue
                     delay = begin + i / rate - time.perf_counter()
                     if delay > 0:
                         await asyncio.sleep(delay)
@@ -278,6 +283,7 @@ class Cluster:
         pods_ticks1 = self.cpu_of(all_pod_procs)
         seconds = time.perf_counter() - t0
         after = host.mem_available_mb()
+        cgroup = self.memory_cgroup()
         sample_ns = next(iter(by_ns), "")
         sample = [{"pid": p, "comm": host.comm(p), "args": " ".join(host.cmdline(p))[:80],
                    "rss_kb": host.status_kb(p, "VmRSS"), "pss_kb": host.pss_kb(p)}
@@ -296,18 +302,38 @@ class Cluster:
                          for p in children],
             "mem_available_before_mb": before, "mem_available_after_mb": after,
             "host_mb_per_pod": (before - after) / max(running, 1),
+            "cgroup_kb_per_pod": {k: v / 1024 / max(running, 1) for k, v in cgroup.items()},
             "one_pod_processes": sample,
             "one_pod_rss_kb": sum(s["rss_kb"] for s in sample),
             "one_pod_pss_kb": sum(s["pss_kb"] for s in sample),
         }
 
-    def stop(self) -> str:
-        """Stop the cluster, then `dockyard cleanup`; returns cleanup's output."""
+    def memory_cgroup(self) -> dict[str, int]:
+        """Bytes charged to the cluster's memory cgroup (all pods' containers, pause
+        processes and the page cache they touched); less noisy than MemAvailable when other
+        work shares the machine."""
+        base = host.CGROUP_ROOT / "memory" / self.prefix
+        try:
+            stat = dict(line.split() for line in (base / "memory.stat").read_text()
+                        .splitlines())
+            usage = int((base / "memory.usage_in_bytes").read_text())
+        except OSError:
+            return {}
+        return {"usage": usage, "rss": int(stat.get("total_rss", 0)),
+                "cache": int(stat.get("total_cache", 0)),
+                "kernel": int((base / "memory.kmem.usage_in_bytes").read_text())
+                if (base / "memory.kmem.usage_in_bytes").exists() else 0}
+
+    def stop(self) -> dict:
+        """Stop the cluster, then `dockyard cleanup` (which also removes any pods still
+        running); its exit status, output and duration."""
         self.srv.stop()
+        t0 = time.perf_counter()
         done = subprocess.run([sys.executable, "-m", "dockyard.cli.main", "cleanup",
                                "--data-dir", str(self.data_dir)], cwd=REPO,
-                              capture_output=True, text=True, timeout=300)
-        return (done.stdout + done.stderr).strip()
+                              capture_output=True, text=True, timeout=600)
+        return {"rc": done.returncode, "seconds": time.perf_counter() - t0,
+                "output": (done.stdout + done.stderr).strip()[-2000:]}
 
 
 def _safe_ppid(pid: int) -> int:

@@ -55,6 +55,10 @@ GROUP_OF_CLASS: dict[str, str] = {
         "EndpointSlice", "EndpointSliceList", "Endpoint", "EndpointConditions", "EndpointHints",
         "ForNode", "ForZone",
     ), "discovery"),
+    **dict.fromkeys((
+        "NetworkPolicy", "NetworkPolicyList", "NetworkPolicySpec", "NetworkPolicyIngressRule",
+        "NetworkPolicyEgressRule", "NetworkPolicyPeer", "NetworkPolicyPort", "IPBlock",
+    ), "networking"),
     **dict.fromkeys(("Scale", "ScaleSpec", "ScaleStatus"), "autoscaling"),
     **dict.fromkeys(("PriorityClass", "PriorityClassList"), "scheduling"),
 }
@@ -65,6 +69,7 @@ PACKAGES = {
     "batch": "io.k8s.api.batch.v1",
     "coordination": "io.k8s.api.coordination.v1",
     "discovery": "io.k8s.api.discovery.v1",
+    "networking": "io.k8s.api.networking.v1",
     "autoscaling": "io.k8s.api.autoscaling.v1",
     "scheduling": "io.k8s.api.scheduling.v1",
 }

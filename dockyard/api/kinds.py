@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from dockyard.api import misc, pod, scheduling, service, workloads
+from dockyard.api import misc, networkpolicy, pod, scheduling, service, workloads
 from dockyard.api.fielderrors import FieldError
 from dockyard.api.meta import (
     NameFn,
@@ -90,6 +90,9 @@ _RULES: dict[tuple[str, str], KindRules] = {
     ("discovery.k8s.io", "EndpointSlice"): KindRules(
         name_is_dns_subdomain, misc.default_endpoint_slice,
         misc.validate_endpoint_slice, misc.validate_endpoint_slice_update),
+    ("networking.k8s.io", "NetworkPolicy"): KindRules(
+        name_is_dns_subdomain, networkpolicy.default_network_policy,
+        networkpolicy.validate_network_policy),
     ("scheduling.k8s.io", "PriorityClass"): KindRules(
         name_is_dns_subdomain, scheduling.default_priority_class,
         scheduling.validate_priority_class, scheduling.validate_priority_class_update),

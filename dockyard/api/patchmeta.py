@@ -128,6 +128,8 @@ _TYPES: dict[str, dict[str, _Field]] = {
     "Lease": {"metadata": _METADATA},
     "ConfigMap": {"metadata": _METADATA},
     "Secret": {"metadata": _METADATA},
+    # networking/v1: the ingress/egress rules, peers and ports are untagged (atomic lists).
+    "NetworkPolicy": {"metadata": _METADATA},
     # autoscaling/v1 Scale, for PATCH on the scale subresource.
     "Scale": {"metadata": _METADATA},
 }
@@ -139,6 +141,7 @@ _KINDS: dict[str, str] = {
     for kind in (
         "Pod", "Deployment", "ReplicaSet", "Job", "Service", "Endpoints", "Node", "Namespace",
         "ConfigMap", "Secret", "Event", "ServiceAccount", "Lease", "EndpointSlice", "Scale",
+        "NetworkPolicy",
     )
 }
 

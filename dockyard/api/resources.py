@@ -73,6 +73,7 @@ APPS = "apps"
 BATCH = "batch"
 COORDINATION = "coordination.k8s.io"
 DISCOVERY = "discovery.k8s.io"
+NETWORKING = "networking.k8s.io"
 SCHEDULING = "scheduling.k8s.io"
 
 RESOURCES: tuple[ResourceInfo, ...] = (
@@ -106,6 +107,8 @@ RESOURCES: tuple[ResourceInfo, ...] = (
     ResourceInfo(COORDINATION, "v1", "Lease", "leases", True, has_status=False),
     ResourceInfo(DISCOVERY, "v1", "EndpointSlice", "endpointslices", True, has_status=False,
                  field_selectors=("addressType",)),
+    ResourceInfo(NETWORKING, "v1", "NetworkPolicy", "networkpolicies", True, ("netpol",),
+                 has_status=False),
     ResourceInfo(SCHEDULING, "v1", "PriorityClass", "priorityclasses", False, ("pc",),
                  has_status=False),
 )

@@ -2,7 +2,8 @@
 
 Defaults follow SetDefaults_Service plus the family/policy defaults the service registry fills
 in; validation follows ValidateService/ValidateServiceUpdate. Allocating IPs and node ports is
-the API server's job: `prepare_update` only carries allocated values over, as the registry does.
+the API server's job (apiserver/servicealloc.py, which also checks the node-port range):
+`prepare_update` only carries allocated values over, as the registry does.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from dockyard.api.meta import (
     validate_qualified_name,
 )
 
-NODE_PORT_RANGE = (30000, 32767)
 _TYPES = ["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"]
 _PROTOCOLS = ["SCTP", "TCP", "UDP"]
 _POLICIES = ["PreferDualStack", "RequireDualStack", "SingleStack"]
@@ -116,39 +116,78 @@ def _default_ip_families(spec: dict[str, Any]) -> None:
 def prepare_update(new: dict[str, Any], old: dict[str, Any]) -> None:
     """What the service registry does before validating an update (for the API server).
 
-    Carries over allocated clusterIPs/nodePorts/healthCheckNodePort the client omitted, and
-    drops them when the new type no longer uses them and the client left the old values.
+    patchAllocatedValues: carries over the clusterIPs, nodePorts (matched by port name) and
+    healthCheckNodePort the client omitted while the type still uses them; then
+    dropTypeDependentFields: wipes what the new type no longer uses, when the client left the
+    old value (so `type: ClusterIP` alone turns a NodePort service back into a plain one).
     """
     spec, old_spec = _spec(new), as_dict(old.get("spec"))
-    needs_ip = ("ClusterIP", "NodePort", "LoadBalancer")
-    if old_spec.get("type") in needs_ip and spec.get("type") in needs_ip:
+    _patch_allocated_values(spec, old_spec)
+    _drop_type_dependent_fields(spec, old_spec)
+
+
+def _needs_cluster_ip(spec: dict[str, Any]) -> bool:
+    return spec.get("type") != "ExternalName"
+
+
+def _needs_node_port(spec: dict[str, Any]) -> bool:
+    return spec.get("type") in ("NodePort", "LoadBalancer")
+
+
+def _node_ports(spec: dict[str, Any]) -> list[int]:
+    return [as_int(as_dict(p).get("nodePort")) or 0 for p in as_list(spec.get("ports"))]
+
+
+def _patch_allocated_values(spec: dict[str, Any], old_spec: dict[str, Any]) -> None:
+    if _needs_cluster_ip(old_spec) and _needs_cluster_ip(spec):
         if not spec.get("clusterIP") and not spec.get("clusterIPs"):
             for field in ("clusterIP", "clusterIPs"):
                 if old_spec.get(field):
                     spec[field] = copy.deepcopy(old_spec[field])
         elif spec.get("clusterIP") != old_spec.get("clusterIP") and \
                 spec.get("clusterIPs") == old_spec.get("clusterIPs"):
+            # v1 conversion: a changed clusterIP alone replaces the primary of clusterIPs.
             spec["clusterIPs"] = [spec["clusterIP"]] if spec.get("clusterIP") else []
-    if spec.get("type") == "ExternalName" and old_spec.get("type") != "ExternalName":
-        for field in ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"):
-            if spec.get(field) == old_spec.get(field):
+    if _needs_node_port(old_spec) and _needs_node_port(spec):
+        used = set(_node_ports(old_spec)) & set(_node_ports(spec))
+        by_name = {as_str(as_dict(p).get("name")): as_int(as_dict(p).get("nodePort")) or 0
+                   for p in as_list(old_spec.get("ports"))}
+        for port in map(as_dict, as_list(spec.get("ports"))):
+            if not port.get("nodePort"):
+                old_value = by_name.get(as_str(port.get("name")), 0)
+                if old_value and old_value not in used:
+                    port["nodePort"] = old_value
+    if _needs_health_check(old_spec) and _needs_health_check(spec) and \
+            spec.get("healthCheckNodePort") in (None, 0):
+        spec["healthCheckNodePort"] = old_spec.get("healthCheckNodePort")
+
+
+def _drop_type_dependent_fields(spec: dict[str, Any], old_spec: dict[str, Any]) -> None:
+    def same(field: str) -> bool:
+        return spec.get(field) == old_spec.get(field)
+
+    if _needs_cluster_ip(old_spec) and not _needs_cluster_ip(spec):
+        if same("clusterIPs") or (not spec.get("clusterIPs") and same("clusterIP")):
+            spec.pop("clusterIP", None)
+            spec.pop("clusterIPs", None)
+        for field in ("ipFamilies", "ipFamilyPolicy"):
+            if same(field):
                 spec.pop(field, None)
-    old_node_ports = {_port_key(as_dict(p)): as_dict(p).get("nodePort")
-                      for p in as_list(old_spec.get("ports"))}
-    for port in map(as_dict, as_list(spec.get("ports"))):
-        old_port = old_node_ports.get(_port_key(port))
-        if spec.get("type") in ("NodePort", "LoadBalancer") and old_port and \
-                not port.get("nodePort"):
-            port["nodePort"] = old_port
-        elif spec.get("type") == "ClusterIP" and port.get("nodePort") == old_port:
+    # sameNodePorts: users may drop or change ports, as long as no node port is net-new.
+    if _needs_node_port(old_spec) and not _needs_node_port(spec) and \
+            set(_node_ports(spec)) - {0} <= set(_node_ports(old_spec)):
+        for port in map(as_dict, as_list(spec.get("ports"))):
             port.pop("nodePort", None)
-    if spec.get("healthCheckNodePort") in (None, 0) and old_spec.get("healthCheckNodePort") and \
-            _needs_health_check(spec):
-        spec["healthCheckNodePort"] = old_spec["healthCheckNodePort"]
-
-
-def _port_key(port: dict[str, Any]) -> tuple[str, int]:
-    return as_str(port.get("protocol")), as_int(port.get("port")) or 0
+    if _needs_health_check(old_spec) and not _needs_health_check(spec) and \
+            same("healthCheckNodePort"):
+        spec.pop("healthCheckNodePort", None)
+    if old_spec.get("type") == "LoadBalancer" != spec.get("type"):
+        for field in ("allocateLoadBalancerNodePorts", "loadBalancerClass"):
+            if same(field):
+                spec.pop(field, None)
+    if externally_accessible(old_spec) and not externally_accessible(spec) and \
+            same("externalTrafficPolicy"):
+        spec.pop("externalTrafficPolicy", None)
 
 
 def _needs_health_check(spec: dict[str, Any]) -> bool:
@@ -317,17 +356,13 @@ def _validate_node_ports(spec: dict[str, Any], ports: list[dict[str, Any]]) -> l
     errs: list[FieldError] = []
     seen_node_ports: set[tuple[str, int]] = set()
     seen_ports: set[tuple[str, int]] = set()
-    lo, hi = NODE_PORT_RANGE
+    # The range of node ports is the allocator's to check (apiserver/servicealloc.py): it is
+    # the server's --service-node-port-range, not a constant of the API.
     for i, port in enumerate(ports):
         node_port = as_int(port.get("nodePort")) or 0
         if node_port and spec.get("type") == "ClusterIP":
             errs.append(forbidden(f"spec.ports[{i}].nodePort",
                                   "may not be used when `type` is 'ClusterIP'"))
-        elif node_port and not lo <= node_port <= hi:
-            # The node port allocator's rejection, reported during create/update.
-            errs.append(invalid(f"spec.ports[{i}].nodePort", node_port,
-                                "provided port is not in the valid range. The range of valid "
-                                f"ports is {lo}-{hi}"))
         if node_port:
             token = (as_str(port.get("protocol")), node_port)
             if token in seen_node_ports:

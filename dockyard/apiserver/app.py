@@ -21,6 +21,8 @@ from starlette.websockets import WebSocket
 
 from dockyard.apiserver import discovery, errors, openapi
 from dockyard.apiserver.handlers import ResourceHandlers, parse_target
+from dockyard.apiserver.join import PATHS as JOIN_PATHS
+from dockyard.apiserver.join import JoinService
 from dockyard.apiserver.negotiation import JSON
 from dockyard.apiserver.nodeproxy import KubeletClientConfig, NodeProxy, deny
 from dockyard.apiserver.rest import Registry
@@ -40,15 +42,23 @@ def _error(exc: errors.APIError) -> Response:
 
 
 class BearerTokenAuth:
-    """ASGI middleware: a request needs `Authorization: Bearer <known token>` (else 401)."""
+    """ASGI middleware: a request needs `Authorization: Bearer <known token>` (else 401).
 
-    def __init__(self, app: ASGIApp, tokens: Callable[[], dict[str, dict]]) -> None:
+    Tokens are looked up in `tokens()` (the tokens file), then in `fallback` (node tokens in
+    the store, apiserver/join.py). `public` paths pass without a token (the join endpoints
+    check their bootstrap token themselves)."""
+
+    def __init__(self, app: ASGIApp, tokens: Callable[[], dict[str, dict]], *,
+                 fallback: Callable[[str], Awaitable[dict | None]] | None = None,
+                 public: tuple[str, ...] = PUBLIC_PATHS) -> None:
         self.app = app
         self.tokens = tokens
+        self.fallback = fallback
+        self.public = public
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or (
-                scope["type"] == "http" and scope["path"] in PUBLIC_PATHS):
+                scope["type"] == "http" and scope["path"] in self.public):
             await self.app(scope, receive, send)
             return
         header = b""
@@ -57,7 +67,10 @@ class BearerTokenAuth:
                 header = value
                 break
         scheme, _, token = header.decode("latin-1").partition(" ")
-        user = self.tokens().get(token.strip()) if scheme.lower() == "bearer" else None
+        token = token.strip()
+        user = self.tokens().get(token) if scheme.lower() == "bearer" else None
+        if user is None and self.fallback is not None and scheme.lower() == "bearer" and token:
+            user = await self.fallback(token)
         if user is None:
             # For a WebSocket upgrade Starlette sends this as the handshake's denial response.
             await _error(errors.unauthorized())(scope, receive, send)
@@ -84,9 +97,10 @@ def _guard(
 
 def build_app(
     registry: Registry, *, tokens: Callable[[], dict[str, dict]], server_address: str,
-    kubelet_client: KubeletClientConfig | None = None,
+    kubelet_client: KubeletClientConfig | None = None, join: JoinService | None = None,
 ) -> ASGIApp:
-    """`kubelet_client`: how to reach node agents for pods/log and pods/exec (else 503)."""
+    """`kubelet_client`: how to reach node agents for pods/log and pods/exec (else 503).
+    `join`: serve the join endpoints and accept node tokens (apiserver/join.py)."""
     nodes = NodeProxy(registry, kubelet_client) if kubelet_client is not None else None
     resources = ResourceHandlers(registry, nodes)
 
@@ -169,6 +183,7 @@ def build_app(
     all_methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
     exec_path = "/api/v1/namespaces/{namespace}/pods/{name}/exec"
     routes = [
+        *(join.routes() if join is not None else []),
         Route("/version", _guard(version)),
         Route("/healthz", health), Route("/livez", health), Route("/readyz", health),
         Route("/api", _guard(api)),
@@ -190,4 +205,7 @@ def build_app(
 
     # A bare Router: `_guard` already renders every error, so Starlette's exception
     # middleware would only add cost to each request.
-    return BearerTokenAuth(Router(routes=routes, default=not_found), tokens)
+    if join is None:
+        return BearerTokenAuth(Router(routes=routes, default=not_found), tokens)
+    return BearerTokenAuth(Router(routes=routes, default=not_found), tokens,
+                           fallback=join.authenticate, public=(*PUBLIC_PATHS, *JOIN_PATHS))

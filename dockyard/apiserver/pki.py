@@ -90,16 +90,15 @@ def _san_names(extra: list[str]) -> list[x509.GeneralName]:
     return list(dict.fromkeys(names))
 
 
-def _sign_serving_cert(pki: Path, common_name: str, names: list[x509.GeneralName],
-                       cert_path: Path, key_path: Path) -> None:
-    """A one-year serving certificate for `names`, signed by the cluster CA."""
+def _serving_cert(pki: Path, common_name: str, names: list[x509.GeneralName],
+                  public_key: ec.EllipticCurvePublicKey) -> x509.Certificate:
+    """A one-year serving certificate for `names` and `public_key`, signed by the cluster CA."""
     ca_cert, ca_key = _load_ca(pki)
-    key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
-    cert = (
+    return (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-        .issuer_name(ca_cert.subject).public_key(key.public_key())
+        .issuer_name(ca_cert.subject).public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=365))
@@ -107,6 +106,13 @@ def _sign_serving_cert(pki: Path, common_name: str, names: list[x509.GeneralName
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
+
+
+def _sign_serving_cert(pki: Path, common_name: str, names: list[x509.GeneralName],
+                       cert_path: Path, key_path: Path) -> None:
+    """A one-year serving certificate for `names` with a new key, signed by the cluster CA."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _serving_cert(pki, common_name, names, key.public_key())
     _write_private(key_path, _key_pem(key))
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
@@ -177,6 +183,40 @@ def issue_agent_cert(data_dir: Path, out_dir: Path, *, node_name: str,
                        result.key)
     names_file.write_text("\n".join(wanted))
     return result
+
+
+def sign_agent_csr(data_dir: Path, csr_pem: bytes, *, node_name: str,
+                   addresses: list[str]) -> bytes:
+    """The serving certificate (PEM) of a node agent on another host, from its certificate
+    signing request: the agent keeps its private key, the cluster CA vouches for the node's
+    name and `addresses`. The names in the request itself are ignored (the caller decides).
+    Raises ValueError for a request that is not a valid, self-signed EC P-256 CSR."""
+    csr = x509.load_pem_x509_csr(csr_pem)
+    if not csr.is_signature_valid:
+        raise ValueError("the certificate signing request's signature does not verify")
+    key = csr.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve,
+                                                                         ec.SECP256R1):
+        raise ValueError("the certificate signing request must carry an EC P-256 key")
+    names: list[x509.GeneralName] = []
+    for entry in sorted({node_name, *addresses}):  # not _san_names: not this host's name
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(entry)))
+        except ValueError:
+            names.append(x509.DNSName(entry))
+    cert = _serving_cert(data_dir / "pki", f"system:node:{node_name}", names, key)
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def ca_cert_hash(ca_pem: bytes) -> str:
+    """kubeadm's CA pin (`--discovery-token-ca-cert-hash`): `sha256:` and the hex SHA-256 of
+    the CA certificate's DER SubjectPublicKeyInfo. Survives re-issuing the CA with its key."""
+    import hashlib
+
+    cert = x509.load_pem_x509_certificate(ca_pem)
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER,
+                                          serialization.PublicFormat.SubjectPublicKeyInfo)
+    return "sha256:" + hashlib.sha256(spki).hexdigest()
 
 
 def _still_good(cert_path: Path, ca_path: Path) -> bool:

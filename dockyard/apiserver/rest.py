@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import base64
 import copy
+import logging
 import secrets
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,13 +25,18 @@ from dockyard.api.resources import ResourceInfo, by_kind
 from dockyard.apiserver import admission, errors
 from dockyard.apiserver.codec import decode, encode
 from dockyard.apiserver.selectors import Matcher
+from dockyard.apiserver.servicealloc import ServiceAllocator
+from dockyard.apiserver.storagehooks import NOTHING, KindHooks, Transaction
 from dockyard.store.interface import (
     Compacted,
     KeyExists,
     KeyNotFound,
     RevisionMismatch,
     Store,
+    StoreError,
 )
+
+log = logging.getLogger("dockyard.registry")
 
 Obj = dict[str, Any]
 Transform = Callable[[Obj], Obj | Awaitable[Obj]]
@@ -64,10 +70,17 @@ class ListPage:
 
 
 class Registry:
-    """Object semantics over a `Store`; stateless apart from the store it wraps."""
+    """Object semantics over a `Store`; stateless apart from the store it wraps.
 
-    def __init__(self, store: Store) -> None:
+    `hooks` (by group and kind) reserve what lives beside an object, such as a Service's IPs
+    and node ports; by default Services allocate from the default ranges.
+    """
+
+    def __init__(self, store: Store,
+                 hooks: Mapping[tuple[str, str], KindHooks] | None = None) -> None:
         self.store = store
+        self.hooks: Mapping[tuple[str, str], KindHooks] = (
+            hooks if hooks is not None else {("", "Service"): ServiceAllocator(store)})
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -160,14 +173,24 @@ class Registry:
         await admission.admit(self, info, obj)  # before defaulting: it sets spec.priority
         kinds.apply_defaults(info, obj)
         self._check(info, obj, kinds.validate(info, obj, None))
+        key = info.key(meta.get("namespace"), meta["name"])
+        hooks = self.hooks.get((info.group, info.kind))
+        if hooks is not None and await self.store.get(key) is not None:
+            raise errors.already_exists(info, meta["name"])  # before reserving anything
+        txn = await hooks.begin_create(obj, dry_run=dry_run) if hooks else NOTHING
         if dry_run:
+            await txn.revert()
             obj["metadata"]["resourceVersion"] = ""
             return obj
         try:
-            kv = await self.store.create(info.key(meta.get("namespace"), meta["name"]),
-                                         self._encode(obj))
+            kv = await self.store.create(key, self._encode(obj))
         except KeyExists as exc:
+            await txn.revert()
             raise errors.already_exists(info, meta["name"]) from exc
+        except errors.APIError:  # too large: nothing was written
+            await txn.revert()
+            raise
+        await txn.commit()
         return decode(kv)
 
     async def _require_active_namespace(self, namespace: str | None) -> None:
@@ -244,25 +267,46 @@ class Registry:
                 self._check(info, merged, kinds.validate_status(info, merged, old))
             elif subresource != "bind":
                 self._check(info, merged, kinds.validate(info, merged, old))
-            if merged == old:
-                return old  # a no-op update writes nothing and keeps the resourceVersion
-            if dry_run:
-                return merged
+            hooks = self.hooks.get((info.group, info.kind)) if not subresource else None
+            txn: Transaction = NOTHING
+            if hooks is not None:
+                txn = await hooks.begin_update(merged, old, dry_run=dry_run)
+            if merged == old or dry_run:
+                await txn.revert()
+                return old if merged == old else merged  # a no-op writes nothing
             try:
                 if self._ready_to_vanish(info, merged):
-                    gone = await self.store.delete(key, expected_revision=kv.mod_revision)
-                    return decode(gone)
+                    gone = decode(await self.store.delete(key,
+                                                          expected_revision=kv.mod_revision))
+                    await txn.revert()
+                    await self._after_delete(info, gone)
+                    return gone
                 saved = await self.store.update(
                     key, self._encode(merged), expected_revision=kv.mod_revision
                 )
             except RevisionMismatch:
+                await txn.revert()
                 if precondition_rv:
                     raise errors.conflict(info, name) from None
                 continue
-            except KeyNotFound:
+            except (KeyNotFound, errors.APIError) as exc:
+                await txn.revert()
+                if isinstance(exc, errors.APIError):
+                    raise
                 raise errors.not_found(info, name) from None
+            await txn.commit()
             return decode(saved)
         raise errors.conflict(info, name)
+
+    async def _after_delete(self, info: ResourceInfo, gone: Obj) -> None:
+        """The object is gone: a failure here only leaks what it held, which repair frees."""
+        hooks = self.hooks.get((info.group, info.kind))
+        if hooks is not None:
+            try:
+                await hooks.after_delete(gone)
+            except StoreError as exc:
+                log.warning("releasing what %s %s held failed: %s", info.kind,
+                            gone.get("metadata", {}).get("name"), exc)
 
     def _merge_update(self, info: ResourceInfo, old: Obj, new: Obj, subresource: str) -> Obj:
         """Apply Kubernetes' update rules: system metadata is kept; status and spec each
@@ -353,8 +397,10 @@ class Registry:
                 return obj, pending is None
             try:
                 if pending is None:
-                    gone = await self.store.delete(key, expected_revision=kv.mod_revision)
-                    return decode(gone), True
+                    gone = decode(await self.store.delete(key,
+                                                          expected_revision=kv.mod_revision))
+                    await self._after_delete(info, gone)
+                    return gone, True
                 if pending == obj:
                     return obj, False
                 saved = await self.store.update(

@@ -22,8 +22,14 @@ from dockyard.api.resources import by_kind
 from dockyard.api.scheduling import SYSTEM_PRIORITY_CLASSES
 from dockyard.apiserver import errors, pki
 from dockyard.apiserver.app import build_app
+from dockyard.apiserver.join import JoinService
+from dockyard.apiserver.kubernetesservice import advertise_address as resolve_advertise
+from dockyard.apiserver.kubernetesservice import ensure_kubernetes_service
 from dockyard.apiserver.nodeproxy import KubeletClientConfig
+from dockyard.apiserver.ranges import DEFAULT_NODE_PORT_RANGE, DEFAULT_SERVICE_CIDR, ServiceRanges
 from dockyard.apiserver.rest import Registry
+from dockyard.apiserver.servicealloc import ServiceAllocator
+from dockyard.apiserver.servicerepair import repair_forever
 from dockyard.client.rest import Client
 from dockyard.controllers.manager import ControllerManager, run_elected
 from dockyard.kubelet.config import KubeletConfig
@@ -86,8 +92,12 @@ async def serve(
     controller_manager: bool = True,
     controller_options: dict[str, dict[str, Any]] | None = None,
     agent: KubeletConfig | None = None,
+    service_cidr: str = DEFAULT_SERVICE_CIDR,
+    service_node_port_range: str = DEFAULT_NODE_PORT_RANGE,
+    advertise_address: str = "",
 ) -> None:
     """Serve the API until SIGTERM/SIGINT; with `agent`, also be that node (`dockyard up`)."""
+    ranges = ServiceRanges.parse(service_cidr, service_node_port_range)  # ValueError: a bad flag
     data_dir.mkdir(parents=True, exist_ok=True)
     sans = list(tls_sans or [])
     if bind_address not in ("0.0.0.0", "::", "127.0.0.1"):
@@ -95,7 +105,7 @@ async def serve(
     cluster = pki.ensure_pki(data_dir, sans)
     store = open_store(datastore or "sqlite://", data_dir=data_dir, watch_window=watch_window)
     await store.start()
-    registry = Registry(store)
+    registry = Registry(store, hooks={("", "Service"): ServiceAllocator(store, ranges)})
     await ensure_namespaces(registry)
 
     sock = listen(bind_address, api_port)
@@ -103,11 +113,14 @@ async def serve(
     host = "127.0.0.1" if bind_address in ("0.0.0.0", "127.0.0.1") else bind_address
     if bind_address == "::":
         host = "::1"
+    await ensure_kubernetes_service(registry, ranges, port=port, address=resolve_advertise(
+        bind_address, advertise_address or (agent.address if agent is not None else "")))
     url = f"https://{'[' + host + ']' if ':' in host else host}:{port}"
     tokens = pki.load_tokens(cluster)
     app = build_app(registry, tokens=lambda: tokens, server_address=f"{host}:{port}",
                     kubelet_client=KubeletClientConfig(cluster.ca_cert,
-                                                       cluster.kubelet_client_token))
+                                                       cluster.kubelet_client_token),
+                    join=JoinService(registry, data_dir, cluster))
     config = uvicorn.Config(
         app,
         ssl_certfile=str(cluster.server_cert),
@@ -127,6 +140,7 @@ async def serve(
     print(f"dockyard: API server at {url}", flush=True)
     print(f"dockyard: export KUBECONFIG={kubeconfig}", flush=True)
     compactor = asyncio.create_task(compact_forever(store, watch_window), name="compactor")
+    repair = asyncio.create_task(repair_forever(store, ranges), name="service-range-repair")
     # The socket already listens, so in-process components can connect before uvicorn runs.
     if scheduler:
         components.start("scheduler", lambda client: run_scheduler(client))
@@ -137,14 +151,19 @@ async def serve(
             ControllerManager(client, options=options).run))
     if agent is not None:
         from dockyard.kubelet.agent import Kubelet, local_serving_credentials
+        from dockyard.network.dns import run_dns
+        from dockyard.network.proxy import run_proxy
 
         serving = local_serving_credentials(data_dir, cluster, agent)
         components.start("kubelet", lambda client: Kubelet(client, agent, serving).run())
+        components.start("dns", lambda client: run_dns(client, agent))
+        components.start("proxy", lambda client: run_proxy(client, agent))
     try:
         await server.serve(sockets=[sock])
     finally:
         await components.stop()
         compactor.cancel()
+        repair.cancel()
         await store.close()
         log.info("stopped")
 

@@ -61,31 +61,60 @@ def _server_options(f):  # type: ignore[no-untyped-def]
     f = click.option("--node-monitor-grace-period", type=float, default=40.0,
                      show_default=True, help="Seconds without a heartbeat before a node is "
                      "NotReady/Unknown.")(f)
+    f = click.option("--service-cidr", default="10.43.0.0/16", show_default=True,
+                     help="IPv4 range of Service cluster IPs.")(f)
+    f = click.option("--service-node-port-range", default="30000-32767", show_default=True,
+                     help="Ports for NodePort Services.")(f)
+    f = click.option("--advertise-address", default="", help="Address of this API server "
+                     "for the `kubernetes` Service (default: the bind address, or the "
+                     "source address of the default route).")(f)
+    f = _cidr_options(f)
     f = click.option("-v", "--verbose", count=True)(f)
+    return f
+
+
+def _cidr_options(f):  # type: ignore[no-untyped-def]
+    """The node IPAM controller's settings (kube-controller-manager's flag names)."""
+    f = click.option("--cluster-cidr", default="10.42.0.0/16", show_default=True,
+                     help="Pod addresses of the whole cluster; each node gets a range of it.")(f)
+    f = click.option("--node-cidr-mask-size", type=int, default=24, show_default=True,
+                     help="Prefix length of each node's pod range.")(f)
     return f
 
 
 def _serve(data_dir: Path, api_port: int, bind_address: str, datastore: str,
            tls_san: tuple[str, ...], watch_window: int, disable_scheduler: bool,
            disable_controller_manager: bool, node_monitor_grace_period: float,
+           service_cidr: str, service_node_port_range: str, advertise_address: str,
+           cluster_cidr: str, node_cidr_mask_size: int,
            verbose: int, agent: object = None) -> None:
+    from dockyard.apiserver.ranges import ServiceRanges
     from dockyard.apiserver.server import serve
 
+    try:
+        ServiceRanges.parse(service_cidr, service_node_port_range)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
     _setup_logging(verbose)
-    options = {"nodelifecycle": {"node_monitor_grace_period": node_monitor_grace_period}}
+    options = {"nodelifecycle": {"node_monitor_grace_period": node_monitor_grace_period},
+               "nodeipam": {"cluster_cidr": cluster_cidr,
+                            "node_cidr_mask_size": node_cidr_mask_size}}
     _run(serve(data_dir=data_dir, bind_address=bind_address, api_port=api_port,
                datastore=datastore, tls_sans=list(tls_san), watch_window=watch_window,
                scheduler=not disable_scheduler,
                controller_manager=not disable_controller_manager,
-               controller_options=options, agent=agent))  # type: ignore[arg-type]
+               controller_options=options, agent=agent,  # type: ignore[arg-type]
+               service_cidr=service_cidr, service_node_port_range=service_node_port_range,
+               advertise_address=advertise_address))
 
 
 def _agent_options(f):  # type: ignore[no-untyped-def]
     """The node agent's settings (a subset of the kubelet's flags, same names)."""
     f = click.option("--node-name", default=None,
                      help="Name of this node (default: the host name).")(f)
-    f = click.option("--pod-cidr", default="10.42.0.0/24", show_default=True,
-                     help="This node's pod subnet (the CNI bridge's range).")(f)
+    f = click.option("--pod-cidr", default="",
+                     help="This node's pod subnet (the CNI bridge's range; default: the range "
+                     "the cluster assigns from --cluster-cidr).")(f)
     f = click.option("--max-pods", type=int, default=110, show_default=True)(f)
     f = click.option("--agent-port", type=int, default=10250, show_default=True,
                      help="HTTPS port for logs and exec (0: any free port).")(f)
@@ -113,6 +142,7 @@ def _kubelet_config(data_dir: Path, node_name: str | None, pod_cidr: str, max_po
     import socket
 
     from dockyard.kubelet.config import KubeletConfig
+    from dockyard.network.dns import node_dns_address
     from dockyard.runtime.naming import cluster_prefix
 
     first, _, longest = crash_backoff.partition(",")
@@ -122,7 +152,10 @@ def _kubelet_config(data_dir: Path, node_name: str | None, pod_cidr: str, max_po
         prefix=cluster_prefix(data_dir), max_pods=max_pods, pod_cidr=pod_cidr,
         serving_port=agent_port, address=node_ip, node_labels=labels,
         pod_pids_limit=pod_max_pids or None, backoff_initial=_seconds(first),
-        backoff_max=_seconds(longest or "300s"))
+        backoff_max=_seconds(longest or "300s"),
+        # This node's DNS (network/dns) on the bridge; without --pod-cidr the agent fills it
+        # in once the cluster assigned the range (kubelet/agent.py).
+        cluster_dns=[node_dns_address(pod_cidr)] if pod_cidr else [])
 
 
 @main.command()
@@ -221,14 +254,18 @@ def scheduler_command(kubeconfig_path: str | None, leader_elect: bool, lease_dur
 @_component_options
 @click.option("--controllers", default="", help="Comma-separated subset to run (default: all).")
 @click.option("--node-monitor-grace-period", type=float, default=40.0, show_default=True)
+@_cidr_options
 def controller_manager_command(kubeconfig_path: str | None, leader_elect: bool,
                                lease_duration: float, verbose: int, controllers: str,
-                               node_monitor_grace_period: float) -> None:
+                               node_monitor_grace_period: float, cluster_cidr: str,
+                               node_cidr_mask_size: int) -> None:
     """Run the controllers against any API server (leader-elected)."""
     from dockyard.controllers.manager import ControllerManager, run_elected
 
     enabled = [c.strip() for c in controllers.split(",") if c.strip()] or None
-    options = {"nodelifecycle": {"node_monitor_grace_period": node_monitor_grace_period}}
+    options = {"nodelifecycle": {"node_monitor_grace_period": node_monitor_grace_period},
+               "nodeipam": {"cluster_cidr": cluster_cidr,
+                            "node_cidr_mask_size": node_cidr_mask_size}}
     _run_component(kubeconfig_path, verbose, "controller-manager", lambda client: run_elected(
         client, "kube-controller-manager",
         ControllerManager(client, enabled=enabled, options=options).run,
@@ -250,11 +287,14 @@ def kubeconfig(data_dir: Path) -> None:
 
 
 def _register_commands() -> None:
+    from dockyard.cli.agent import agent_command, token_command
     from dockyard.cli.image import image
     from dockyard.cli.sim import sim_command
 
     main.add_command(sim_command)
     main.add_command(image)
+    main.add_command(agent_command)
+    main.add_command(token_command)
 
 
 _register_commands()

@@ -36,6 +36,7 @@ CONTROLLERS: dict[str, str] = {
     "podgc": "dockyard.controllers.podgc:PodGCController",
     "garbagecollector": "dockyard.controllers.garbagecollector:GarbageCollector",
     "namespace": "dockyard.controllers.namespace:NamespaceController",
+    "nodeipam": "dockyard.controllers.nodeipam:NodeIpamController",
 }
 
 

@@ -26,6 +26,7 @@ from dockyard.kubelet.heartbeat import NodeHeartbeat
 
 log = logging.getLogger("dockyard.kubelet")
 PODS = by_kind("", "Pod")
+NODES = by_kind("", "Node")
 RESYNC_SECONDS = 30.0  # every pod is synced at least this often, even without events
 
 Obj = dict[str, Any]
@@ -46,10 +47,12 @@ class Kubelet:
     """One node: the parts of AgentContext, the heartbeat, the pod watch and the workers."""
 
     def __init__(self, client: Client, config: KubeletConfig,
-                 serving: ServingCredentials) -> None:
+                 serving: ServingCredentials, *, enable_pod_routing: bool = False) -> None:
         self.client = client
         self.config = config
         self.serving = serving
+        # Switch ip_forward on even in the host's root network namespace (network/routes.py).
+        self.enable_pod_routing = enable_pod_routing
         self.address = config.address or nodestatus.detect_address()
         self.ctx: AgentContext | None = None
         self.port = 0
@@ -109,7 +112,10 @@ class Kubelet:
         """Run until cancelled; containers keep running after it returns."""
         from dockyard.kubelet.podworker import PodWorkers
         from dockyard.kubelet.server import build_agent_app, serve_agent
+        from dockyard.network.routes import PodRoutes
 
+        if not self.config.pod_cidr:
+            await self._await_pod_cidr()
         ctx = self.ctx = await self._build()
         app = build_agent_app(ctx.runtime, token=self.serving.token)
         server, self.port = await serve_agent(app, host="0.0.0.0",
@@ -132,6 +138,11 @@ class Kubelet:
                                        on_delete=workers.deleted))
             tasks.append(asyncio.create_task(pods.run(), name="kubelet-pods"))
             tasks.append(asyncio.create_task(heartbeat.run(), name="kubelet-heartbeat"))
+            routes = PodRoutes(self.client, node_name=self.config.node_name,
+                               pod_cidr=self.config.pod_cidr, prefix=self.config.prefix,
+                               state_dir=self.config.state_dir,
+                               enable_forwarding=self.enable_pod_routing)
+            tasks.append(asyncio.create_task(routes.run(), name="kubelet-pod-routes"))
             await pods.wait_synced()
             await workers.reconcile({p["metadata"]["uid"] for p in pods.list()})
             log.info("node %s ready: agent on %s:%d", self.config.node_name, self.address,
@@ -149,6 +160,45 @@ class Kubelet:
                 await server.stop()
             await ctx.recorder.stop()
             await ctx.runtime.close()
+
+    async def _await_pod_cidr(self) -> None:
+        """Register the Node without a pod range and wait until the cluster assigns one
+        (controllers/nodeipam.py); the pod bridge is made from it. The Node is created with
+        its labels only; the heartbeat adopts it and posts the status."""
+        assert NODES is not None
+        cfg = self.config
+        body: Obj = {"metadata": {"name": cfg.node_name,
+                                  "labels": nodestatus.labels(cfg.node_name, cfg.node_labels)}}
+        started = next_log = asyncio.get_running_loop().time()
+        delay = 0.1
+        while True:
+            node: Obj | None = None
+            try:
+                node = await self.client.get(NODES, None, cfg.node_name)
+            except ApiError as exc:
+                if not is_not_found(exc):
+                    raise
+                with contextlib.suppress(ApiError):  # 409: made meanwhile; read it next time
+                    node = await self.client.create(NODES, body)
+            except OSError as exc:
+                log.warning("node %s: API unreachable while registering: %s", cfg.node_name, exc)
+            cidr = ((node or {}).get("spec") or {}).get("podCIDR")
+            if cidr:
+                cfg.pod_cidr = cidr
+                if not cfg.cluster_dns:  # network/dns serves on the bridge's address
+                    from dockyard.network.dns import node_dns_address
+
+                    cfg.cluster_dns = [node_dns_address(cidr)]
+                log.info("node %s: pod CIDR %s assigned by the cluster", cfg.node_name, cidr)
+                return
+            now = asyncio.get_running_loop().time()
+            if now >= next_log:
+                log.info("node %s: waiting for the cluster to assign a pod CIDR (%.0fs so far; "
+                         "the controller manager's node-ipam controller does it, or pass "
+                         "--pod-cidr)", cfg.node_name, now - started)
+                next_log = now + 5.0
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
 
 def _runtime_version(name: str, version: str) -> str:
@@ -175,10 +225,14 @@ async def cleanup(data_dir: Path, prefix: str) -> None:
     cgroups, network namespaces, veths, the bridge, IPAM state."""
     from dockyard.kubelet.volumes import unmount_all
     from dockyard.network.podnet import CniPodNetwork
+    from dockyard.network.proxy import cleanup_rules
+    from dockyard.network.routes import cleanup as cleanup_routes
     from dockyard.runtime.service import RuncRuntime
 
     config = KubeletConfig(node_name="cleanup", data_dir=data_dir, prefix=prefix)
     runtime = RuncRuntime(config.state_dir / "runtime", prefix)
     await runtime.cleanup_all()
+    await cleanup_rules(prefix)  # the proxy's table (network/proxy)
     await CniPodNetwork(config).cleanup_all()
+    await cleanup_routes(config.state_dir)
     unmount_all(config.pods_dir)

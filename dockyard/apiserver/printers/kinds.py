@@ -316,6 +316,13 @@ def endpointslice_cells(obj: Obj, now: datetime) -> list[Any]:
     ]
 
 
+# --- networking.k8s.io/v1 ------------------------------------------------------------------
+
+def networkpolicy_cells(obj: Obj, now: datetime) -> list[Any]:
+    return [_name(obj), format_label_selector(get(obj, "spec", "podSelector", default={})),
+            _age(obj, now)]
+
+
 # --- scheduling.k8s.io/v1 ------------------------------------------------------------------
 
 def priorityclass_cells(obj: Obj, now: datetime) -> list[Any]:
@@ -442,6 +449,12 @@ PRINTERS: dict[tuple[str, str], Printer] = {
                "slice."),
         AGE,
     ), endpointslice_cells),
+    ("networking.k8s.io", "NetworkPolicy"): Printer((
+        NAME,
+        Column("Pod-Selector", description="podSelector selects the pods to which this "
+               "NetworkPolicy object applies."),
+        AGE,
+    ), networkpolicy_cells),
     ("scheduling.k8s.io", "PriorityClass"): Printer((
         NAME,
         Column("Value", "integer", "value represents the integer value of this priority "

@@ -1,0 +1,184 @@
+"""Real etcd members on loopback for tests: 1 or 3 `etcd` processes in a temporary directory.
+
+Each member gets free client and peer ports on 127.0.0.1 and its own data directory, so tests
+running in parallel never share an etcd. `stop()` (or leaving the `with` block) ends every
+member this helper started, by pid; `kill(i)` / `start_member(i)` simulate a member failure.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+
+def etcd_binary() -> str | None:
+    return shutil.which("etcd")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class EtcdMember:
+    name: str
+    data_dir: Path
+    client_port: int
+    peer_port: int
+    proc: subprocess.Popen | None = None
+
+    @property
+    def client_url(self) -> str:
+        return f"http://127.0.0.1:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://127.0.0.1:{self.peer_port}"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.client_url}/health", timeout=1).json().get(
+                "health") == "true"
+        except (httpx.HTTPError, ValueError):
+            return False
+
+
+@dataclass
+class EtcdCluster:
+    """`size` members forming one cluster; `datastore` is the URL `dockyard server` takes."""
+
+    base_dir: Path
+    size: int = 1
+    members: list[EtcdMember] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        binary = etcd_binary()
+        if binary is None:
+            raise RuntimeError("etcd not found: apt-get install etcd-server")
+        self.binary = binary
+        self.token = f"dockyard-test-{self.base_dir.name}"
+        self.members = [
+            EtcdMember(f"m{i}", self.base_dir / f"m{i}", free_port(), free_port())
+            for i in range(self.size)
+        ]
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [m.client_url for m in self.members]
+
+    @property
+    def datastore(self) -> str:
+        return "etcd://" + ",".join(f"127.0.0.1:{m.client_port}" for m in self.members)
+
+    def start(self, timeout: float = 30.0) -> EtcdCluster:
+        for index in range(self.size):
+            self.start_member(index, wait=False)
+        self.wait_healthy(timeout)
+        return self
+
+    def start_member(self, index: int, *, wait: bool = True, timeout: float = 20.0) -> None:
+        """(Re)start one member from its data directory (a restart rejoins the cluster)."""
+        member = self.members[index]
+        member.data_dir.mkdir(parents=True, exist_ok=True)
+        initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
+        log = open(member.data_dir.parent / f"{member.name}.log", "ab")
+        member.proc = subprocess.Popen(
+            [self.binary, "--name", member.name, "--data-dir", str(member.data_dir / "data"),
+             "--listen-client-urls", member.client_url,
+             "--advertise-client-urls", member.client_url,
+             "--listen-peer-urls", member.peer_url,
+             "--initial-advertise-peer-urls", member.peer_url,
+             "--initial-cluster", initial, "--initial-cluster-token", self.token,
+             "--initial-cluster-state", "new", "--logger", "zap", "--log-level", "warn"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        log.close()
+        if wait:
+            self._wait(lambda: member.healthy(), timeout, member)
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        for member in self.members:
+            if member.proc is not None:
+                self._wait(member.healthy, timeout, member)
+
+    def _wait(self, ready, timeout: float, member: EtcdMember) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not member.running:
+                raise RuntimeError(f"etcd {member.name} exited: {self.log(member)}")
+            if ready():
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"etcd {member.name} not healthy after {timeout}s: {self.log(member)}")
+
+    def log(self, member: EtcdMember) -> str:
+        path = member.data_dir.parent / f"{member.name}.log"
+        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+    def status(self, index: int) -> dict:
+        member = self.members[index]
+        return httpx.post(f"{member.client_url}/v3/maintenance/status", json={},
+                          timeout=2).json()
+
+    def leader(self) -> int:
+        """Index of the member that is the raft leader now."""
+        for index, member in enumerate(self.members):
+            if not member.running:
+                continue
+            try:
+                status = self.status(index)
+            except (httpx.HTTPError, ValueError):
+                continue
+            if status.get("leader") and status["leader"] == status["header"]["member_id"]:
+                return index
+        raise RuntimeError("no etcd member is the leader")
+
+    def make_leader(self, index: int, timeout: float = 10.0) -> None:
+        """Move raft leadership to member `index` (etcdctl move-leader)."""
+        deadline = time.monotonic() + timeout
+        while (current := self.leader()) != index:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"etcd member {index} did not become leader")
+            target = self.status(index)["header"]["member_id"]
+            httpx.post(f"{self.members[current].client_url}/v3/maintenance/transfer-leadership",
+                       json={"targetID": target}, timeout=5)
+            time.sleep(0.1)
+
+    def kill(self, index: int) -> None:
+        """SIGKILL one member, as a crash would."""
+        self._end(self.members[index], signal.SIGKILL)
+
+    def stop(self) -> None:
+        for member in self.members:
+            self._end(member, signal.SIGTERM)
+
+    @staticmethod
+    def _end(member: EtcdMember, sig: int) -> None:
+        proc, member.proc = member.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(sig)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def __enter__(self) -> EtcdCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
