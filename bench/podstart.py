@@ -195,10 +195,14 @@ def main(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         print("podstart needs root (runc, mounts, network namespaces, dockerd)", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # SIGTERM acts as ^C: asyncio.run then cancels the running part at an await (raising from
+    # the handler could land inside asyncio's own callbacks and hang the loop), and the
+    # cleanups in the `finally` blocks run.
+    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
     # A short /tmp path: dockerd's and containerd's unix sockets live under it (108-byte limit).
     tmp = Path(tempfile.mkdtemp(prefix="dyb-", dir="/tmp"))
-    prefix = "dyb" + secrets.token_hex(3)[:5]
+    # `dyk`: not a hex digit after `dy`, so never the prefix of a cluster (runtime/naming.py).
+    prefix = "dyk" + secrets.token_hex(3)[:5]
     data_dir = tmp / "cluster"
     max_pods = max(args.pods, args.density) + 10
     pod_net, docker_net = free_subnets([pod_prefixlen(max_pods), 24], secrets.randbelow(1 << 16))

@@ -88,6 +88,15 @@ async def list_existing(table: str, binary: str = "nft") -> Existing | None:
     return Existing(frozenset(chains), tuple(sorted(sets)))
 
 
+async def table_exists(table: str, binary: str = "nft") -> bool:
+    """Cheap: `nft list tables` names the tables without their contents."""
+    try:
+        out = await nft("list", "tables", "ip", binary=binary)
+    except NftError:
+        return False
+    return f"table ip {table}" in out.splitlines()
+
+
 def ensure_br_netfilter() -> bool:
     """Bridged pod-to-pod traffic must pass the IP hooks, or replies of DNATed connections
     between pods on one bridge are not translated back. Load br_netfilter and switch
@@ -266,7 +275,7 @@ class Proxier:
         tasks = [asyncio.create_task(i.run(), name=f"proxy-{i.info.plural}")
                  for i in self.informers()]
         try:
-            await asyncio.gather(*(i.wait_synced() for i in self.informers()))
+            await self._wait_synced()
             self._existing = await list_existing(self.table, self.nft_binary)
             last = 0.0
             delay = 1.0
@@ -291,6 +300,20 @@ class Proxier:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
+    async def _wait_synced(self) -> None:
+        """Services, slices and nodes first: without them no rule is right. Policies and what
+        they read may lag (or be unavailable on an older API server) for a while; when they
+        arrive, their handlers mark the rules dirty."""
+        await asyncio.gather(self.services.wait_synced(), self.slices.wait_synced(),
+                             self.nodes.wait_synced())
+        optional = [i for i in self.informers() if not i.has_synced()]
+        try:
+            await asyncio.wait_for(asyncio.gather(*(i.wait_synced() for i in optional)), 10.0)
+        except TimeoutError:
+            late = ", ".join(i.info.plural for i in optional if not i.has_synced())
+            log.warning("proxy: %s not listed after 10s; writing service rules without them "
+                        "(network policies are not enforced until they are)", late)
+
     async def _wait(self, next_check: float) -> float:
         """Until something changed; on the way, keep the bridge forwarding and check every
         `resync` seconds that the table is still there (someone may have flushed it)."""
@@ -301,7 +324,7 @@ class Proxier:
                 set_bridge_forwarding(self.bridge, True)
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + self.resync
-                if await list_existing(self.table, self.nft_binary) is None:
+                if not await table_exists(self.table, self.nft_binary):
                     log.warning("proxy: table %s disappeared; writing it again", self.table)
                     self._existing, self._applied = None, None
                     self.mark()

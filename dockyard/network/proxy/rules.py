@@ -1,6 +1,7 @@
 """The service proxy's kernel rules: Services, EndpointSlices and policies → one nftables table.
 
-Pure: objects in, text out; proxier.py watches and applies, nothing here touches the host.
+Pure: objects in, a `Ruleset` (and its nft text) out; proxier.py watches and applies, nothing
+here touches the host.
 
 The table (`ip <prefix>`, one per cluster) is built around verdict maps, so the cost of a
 packet does not grow with the number of services (kube-proxy's iptables mode walks a chain of
