@@ -50,6 +50,34 @@ def pod_prefixlen(pods: int) -> int:
     return length
 
 
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def arun(coro):  # type: ignore[no-untyped-def]
+    """asyncio.run where SIGTERM and ^C cancel the coroutine at an await, so its `finally`
+    blocks and the caller's cleanup run (a KeyboardInterrupt raised inside the loop can
+    land in asyncio's own callbacks and hang it)."""
+    async def guarded():  # type: ignore[no-untyped-def]
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+        for sig in saved:
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            return await coro
+        finally:
+            for sig, handler in saved.items():
+                loop.remove_signal_handler(sig)
+                signal.signal(sig, handler)
+
+    try:
+        return asyncio.run(guarded())
+    except asyncio.CancelledError:
+        raise KeyboardInterrupt from None
+
+
 def part(results: dict, name: str, fn, *args):  # type: ignore[no-untyped-def]
     """Run one part; a failure is recorded and printed, the other parts still run."""
     t0 = time.perf_counter()
@@ -78,8 +106,8 @@ def docker_part(work: Path, prefix: str, subnet, archive: Path,  # type: ignore[
     bench = DockerBench(work, prefix, subnet)
     try:
         bench.start(archive)
-        result = asyncio.run(bench.run(args.pods, args.rate))
-        alone = asyncio.run(bench.one_at_a_time(args.alone))
+        result = arun(bench.run(args.pods, args.rate))
+        alone = arun(bench.one_at_a_time(args.alone))
         removed = bench.remove_all()
         return {**result, "alone": alone, "delete_seconds": removed, "version": bench.version,
                 "network": bench.network}
@@ -89,24 +117,24 @@ def docker_part(work: Path, prefix: str, subnet, archive: Path,  # type: ignore[
 
 def cluster_part(cluster: Cluster, args: argparse.Namespace) -> dict:
     out: dict = {"api_ready_seconds": cluster.start()}
-    out["node_ready_seconds"] = asyncio.run(cluster.wait_node_ready())
+    out["node_ready_seconds"] = arun(cluster.wait_node_ready())
     say("cluster up; warm-up pod")
-    warm = asyncio.run(cluster.start_pods(1, 1, "warm", 120))
+    warm = arun(cluster.start_pods(1, 1, "warm", 120))
     if warm["not_running"]:
         raise RuntimeError(f"the warm-up pod never ran: {warm['not_running']}")
-    asyncio.run(cluster.delete_pods("warm", 60))
+    arun(cluster.delete_pods("warm", 60))
     if args.alone:
-        out["alone"] = asyncio.run(cluster.start_pods(args.alone, 1, "alone", 60,
+        out["alone"] = arun(cluster.start_pods(args.alone, 1, "alone", 60,
                                                       one_at_a_time=True))
-        out["alone_delete"] = asyncio.run(cluster.delete_pods("alone", 60))
+        out["alone_delete"] = arun(cluster.delete_pods("alone", 60))
     say(f"{args.pods} pods at {args.rate:g}/s")
-    out["pods"] = asyncio.run(cluster.start_pods(args.pods, args.rate, "ps",
+    out["pods"] = arun(cluster.start_pods(args.pods, args.rate, "ps",
                                                  120 + args.pods / args.rate))
-    out["delete"] = asyncio.run(cluster.delete_pods("ps", 120 + args.pods / 5))
+    out["delete"] = arun(cluster.delete_pods("ps", 120 + args.pods / 5))
     if args.density:
         say(f"density: {args.density} pods, then {args.settle:g} s settle and "
             f"{args.idle:g} s idle")
-        out["density"] = asyncio.run(cluster.density(
+        out["density"] = arun(cluster.density(
             args.density, args.density_rate or args.rate, args.settle, args.idle,
             300 + 2 * args.density / (args.density_rate or args.rate)))
     return out
@@ -195,10 +223,7 @@ def main(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         print("podstart needs root (runc, mounts, network namespaces, dockerd)", file=sys.stderr)
         return 2
-    # SIGTERM acts as ^C: asyncio.run then cancels the running part at an await (raising from
-    # the handler could land inside asyncio's own callbacks and hang the loop), and the
-    # cleanups in the `finally` blocks run.
-    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+    signal.signal(signal.SIGTERM, _interrupt)  # like ^C: the `finally` cleanups run
     # A short /tmp path: dockerd's and containerd's unix sockets live under it (108-byte limit).
     tmp = Path(tempfile.mkdtemp(prefix="dyb-", dir="/tmp"))
     # `dyk`: not a hex digit after `dy`, so never the prefix of a cluster (runtime/naming.py).

@@ -84,9 +84,20 @@ class EtcdCluster:
         return "etcd://" + ",".join(f"127.0.0.1:{m.client_port}" for m in self.members)
 
     def start(self, timeout: float = 30.0) -> EtcdCluster:
-        for index in range(self.size):
-            self.start_member(index, wait=False)
-        self.wait_healthy(timeout)
+        for attempt in range(3):
+            for index in range(self.size):
+                self.start_member(index, wait=False)
+            try:
+                self.wait_healthy(timeout)
+                return self
+            except RuntimeError as exc:
+                self.stop()
+                if "address already in use" not in str(exc) or attempt == 2:
+                    raise
+            # Another process took a port between free_port() and etcd's bind: new ports.
+            for member in self.members:
+                shutil.rmtree(member.data_dir, ignore_errors=True)
+                member.client_port, member.peer_port = free_port(), free_port()
         return self
 
     def start_member(self, index: int, *, wait: bool = True, timeout: float = 20.0) -> None:
@@ -133,18 +144,22 @@ class EtcdCluster:
         return httpx.post(f"{member.client_url}/v3/maintenance/status", json={},
                           timeout=2).json()
 
-    def leader(self) -> int:
-        """Index of the member that is the raft leader now."""
-        for index, member in enumerate(self.members):
-            if not member.running:
-                continue
-            try:
-                status = self.status(index)
-            except (httpx.HTTPError, ValueError):
-                continue
-            if status.get("leader") and status["leader"] == status["header"]["member_id"]:
-                return index
-        raise RuntimeError("no etcd member is the leader")
+    def leader(self, timeout: float = 10.0) -> int:
+        """Index of the running member that is the raft leader (waits out an election)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for index, member in enumerate(self.members):
+                if not member.running:
+                    continue
+                try:
+                    status = self.status(index)
+                except (httpx.HTTPError, ValueError):
+                    continue
+                if status.get("leader") and status["leader"] == status["header"]["member_id"]:
+                    return index
+            if time.monotonic() > deadline:
+                raise RuntimeError("no etcd member is the leader")
+            time.sleep(0.05)
 
     def make_leader(self, index: int, timeout: float = 10.0) -> None:
         """Move raft leadership to member `index` (etcdctl move-leader)."""

@@ -49,7 +49,7 @@ def _server_options(f):  # type: ignore[no-untyped-def]
     f = click.option("--bind-address", default="0.0.0.0", show_default=True,
                      help="Address the API server listens on.")(f)
     f = click.option("--datastore", default="", help="sqlite:///PATH (default: "
-                     "DATA_DIR/state.db).")(f)
+                     "DATA_DIR/state.db) or etcd://HOST:PORT[,HOST:PORT...][/prefix].")(f)
     f = click.option("--tls-san", multiple=True, help="Extra name or IP for the serving "
                      "certificate.")(f)
     f = click.option("--watch-window", type=int, default=20_000, show_default=True,
