@@ -106,8 +106,8 @@ def docker_part(work: Path, prefix: str, subnet, archive: Path,  # type: ignore[
     bench = DockerBench(work, prefix, subnet)
     try:
         bench.start(archive)
-        result = arun(bench.run(args.pods, args.rate))
-        alone = arun(bench.one_at_a_time(args.alone))
+        result = bench.run(args.pods, args.rate)
+        alone = bench.one_at_a_time(args.alone)
         removed = bench.remove_all()
         return {**result, "alone": alone, "delete_seconds": removed, "version": bench.version,
                 "network": bench.network}

@@ -180,18 +180,22 @@ class Cluster:
                     created.append(time.perf_counter() - sent[name])
 
                 names = [f"{label}-{i}" for i in range(count)]
-                tasks = []
+                tasks: list[asyncio.Task] = []
                 begin = time.perf_counter()
-                for i, name in enumerate(names):
-                    if one_at_a_time:
-                        await one(name)
-                        await watch.wait([name], watch.running, timeout)
-                        continue
-                    delay = begin + i / rate - time.perf_counter()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    tasks.append(asyncio.create_task(one(name)))
-                await asyncio.gather(*tasks)
+                try:
+                    for i, name in enumerate(names):
+                        if one_at_a_time:
+                            await one(name)
+                            await watch.wait([name], watch.running, timeout)
+                            continue
+                        delay = begin + i / rate - time.perf_counter()
+                        if delay > 0:
+                            await asyncio.sleep(delay)
+                        tasks.append(asyncio.create_task(one(name)))
+                    await asyncio.gather(*tasks)
+                finally:
+                    for task in tasks:  # interrupted: no create may outlive the run
+                        task.cancel()
                 ok = await watch.wait(names, watch.running, timeout)
                 return {
                     "start": [watch.running[n] - sent[n] for n in names if n in watch.running],

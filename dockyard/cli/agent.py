@@ -11,9 +11,11 @@ import asyncio
 import base64
 import contextlib
 import ipaddress
+import logging
 import signal
 import socket
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import cast
@@ -76,6 +78,8 @@ def agent_command(server: str, token: str, ca_cert_hash: str, data_dir: Path,
     async def main_() -> None:
         from dockyard.client.rest import Client
         from dockyard.kubelet.agent import Kubelet
+        from dockyard.network.dns import run_dns
+        from dockyard.network.proxy import run_proxy
 
         creds = await join_or_reuse(config.state_dir, server=server, token=token,
                                     ca_cert_hash=ca_cert_hash, node_name=config.node_name,
@@ -86,9 +90,13 @@ def agent_command(server: str, token: str, ca_cert_hash: str, data_dir: Path,
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, task.cancel)
+        kubelet = Kubelet(client, config, creds.serving, enable_pod_routing=enable_pod_routing)
         try:
-            await Kubelet(client, config, creds.serving,
-                          enable_pod_routing=enable_pod_routing).run()
+            # The node's three parts, as `dockyard up` runs them: the agent, the per-node
+            # DNS server and the service proxy (each restarted if it crashes).
+            await asyncio.gather(_supervised("kubelet", kubelet.run),
+                                 _supervised("dns", lambda: run_dns(client, config)),
+                                 _supervised("proxy", lambda: run_proxy(client, config)))
         except asyncio.CancelledError:
             pass  # stopped by a signal: containers keep running
         finally:
@@ -100,6 +108,19 @@ def agent_command(server: str, token: str, ca_cert_hash: str, data_dir: Path,
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         pass
+
+
+async def _supervised(name: str, run: Callable[[], Awaitable[None]]) -> None:
+    """Run one part of the node until cancelled; a crash is logged and retried after 1 s."""
+    while True:
+        try:
+            await run()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - one part's crash must not stop the node
+            logging.getLogger("dockyard.agent").exception("%s crashed; restarting in 1s", name)
+            await asyncio.sleep(1.0)
 
 
 # -- tokens ---------------------------------------------------------------------------------

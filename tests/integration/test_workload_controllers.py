@@ -567,7 +567,9 @@ async def _active(client: Client, name: str, n: int) -> bool:
 async def test_ttl_after_finished_deletes_the_job_and_its_pods(api_client: Client) -> None:
     async with controllers(api_client, gc=True), FakeNode(api_client) as node:
         node.policy("succeed")
-        await api_client.create(JOBS, job("brief", ttlSecondsAfterFinished=1))
+        # A TTL long enough that the finished pods are still there when a loaded machine
+        # gets to look at them.
+        await api_client.create(JOBS, job("brief", ttlSecondsAfterFinished=3))
         await until(lambda: _job_done(api_client, "brief", "Complete"), what="complete")
         assert len((await api_client.list(PODS, NS, label_selector="job-name=brief"))["items"])
 
@@ -579,5 +581,5 @@ async def test_ttl_after_finished_deletes_the_job_and_its_pods(api_client: Clien
             return False
 
         # Foreground propagation (as Kubernetes): the pods go first, then the Job.
-        await until(gone, timeout=10, what="job deleted after its TTL")
+        await until(gone, timeout=15, what="job deleted after its TTL")
         assert (await api_client.list(PODS, NS, label_selector="job-name=brief"))["items"] == []
