@@ -15,8 +15,6 @@ Runtime values a plugin asked for in `capabilities` (e.g. portMappings) reach it
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import ipaddress
 import json
 import os
@@ -24,6 +22,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from dockyard.runtime import spawn
 
 SPEC_VERSION = "1.0.0"
 DEFAULT_PLUGIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
@@ -141,36 +141,16 @@ class CniPlugins:
                 "CNI_ARGS": ";".join(f"{k}={v}" for k, v in rt.args),
             })
         stdin = json.dumps(conf).encode()
-        # The configuration is written into a pipe before the plugin starts (it is far below
-        # the pipe's 64 KiB buffer): no feeding task that races a plugin that exits early
-        # (VERSION does), which uvloop reports as an error instead of a broken pipe.
-        read_end, write_end = os.pipe()
         try:
-            try:
-                os.write(write_end, stdin)
-            finally:
-                os.close(write_end)
-            proc = await asyncio.create_subprocess_exec(
-                path, stdin=read_end, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, env=env)
-        except OSError as exc:
-            raise CniError(plugin, command, ERR_RUNTIME, f"cannot run {path}: {exc}") from exc
-        finally:
-            os.close(read_end)
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), self.timeout)
+            done = await spawn.run([path], input=stdin, env=env, timeout=self.timeout)
         except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
             raise CniError(plugin, command, ERR_RUNTIME,
                            f"no answer within {self.timeout:g}s") from None
-        except BaseException:  # cancelled: do not leave the plugin running behind our back
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            raise
-        if proc.returncode != 0:
-            raise _error_from_output(plugin, command, proc.returncode or 0, out, err)
+        except OSError as exc:
+            raise CniError(plugin, command, ERR_RUNTIME, f"cannot run {path}: {exc}") from exc
+        out, err = done.stdout, done.stderr
+        if done.returncode != 0:
+            raise _error_from_output(plugin, command, done.returncode, out, err)
         if not out.strip():
             return None
         try:

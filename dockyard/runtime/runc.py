@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from dockyard.runtime import spawn
 from dockyard.runtime.cri import NotFound, RuntimeFailure
 
 Obj = dict[str, Any]
@@ -36,18 +37,14 @@ class Runc:
 
     async def run(self, *args: str, check: bool = True) -> tuple[int, bytes, str]:
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *self.base_args(), *args, stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            done = await spawn.run([*self.base_args(), *args])
         except FileNotFoundError as e:
             raise RuntimeFailure(f"runc not found at {self.binary!r}: install it "
                                  "(Debian: apt-get install runc)") from e
-        out, err = await proc.communicate()
-        message = err.decode(errors="replace").strip()
-        assert proc.returncode is not None
-        if check and proc.returncode != 0:
+        message = done.stderr.decode(errors="replace").strip()
+        if check and done.returncode != 0:
             raise error(f"runc {args[0]} {args[-1]}", message)
-        return proc.returncode, out, message
+        return done.returncode, done.stdout, message
 
     async def version(self) -> str:
         _, out, _ = await self.run("--version")

@@ -22,7 +22,7 @@ import time
 import uuid
 from pathlib import Path
 
-from dockyard.runtime import bundle, naming, native, rootfs
+from dockyard.runtime import bundle, naming, native, rootfs, spawn
 from dockyard.runtime.cgroups import Cgroups
 from dockyard.runtime.cri import (
     ContainerConfig,
@@ -289,17 +289,13 @@ class RuncRuntime:
                      "--log-max-files", str(self.log_max_files)]
         if tty:
             args.append("--tty")
-        proc = await asyncio.create_subprocess_exec(
-            *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True)
         try:
-            out, err = await asyncio.wait_for(proc.communicate(), CREATE_TIMEOUT)
+            done = await spawn.run(args, timeout=CREATE_TIMEOUT, new_session=True)
         except TimeoutError:
-            proc.kill()
             raise RuntimeFailure(f"runc create did not finish in {CREATE_TIMEOUT:.0f}s") from None
-        if proc.returncode != 0:
-            raise RuntimeFailure(_runc_message(err.decode(errors="replace")))
-        pid, shim_pid = (int(x) for x in out.split())
+        if done.returncode != 0:
+            raise RuntimeFailure(_runc_message(done.stderr.decode(errors="replace")))
+        pid, shim_pid = (int(x) for x in done.stdout.split())
         return pid, shim_pid
 
     async def start_container(self, container_id: str) -> None:
