@@ -3,7 +3,7 @@ VENV := .venv
 DATA_DIR ?= $(if $(filter 0,$(shell id -u)),/var/lib/dockyard,$(HOME)/.local/share/dockyard)
 PYTEST_ARGS ?=
 
-.PHONY: setup up test lint bench-api bench-scheduler clean
+.PHONY: setup up test lint bench-api bench-scheduler bench-podstart bench-network clean
 
 setup: $(VENV)/.setup-done
 
@@ -26,6 +26,11 @@ bench-api: setup
 
 bench-scheduler: setup
 	$(VENV)/bin/python bench/scheduler.py
+
+# The benchmark starts its own dockerd (no iptables, no forwarding) for the baseline.
+bench-podstart: setup
+	bash scripts/install-docker.sh
+	$(VENV)/bin/python bench/podstart.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
