@@ -28,8 +28,9 @@ HOST_PATHS = [Path("/etc/docker/key.json"), Path("/run/containerd/s"), Path("/ru
 
 def ensure_installed() -> None:
     if not (os.path.exists(DOCKERD) and os.path.exists(DOCKER)):
-        subprocess.run(["apt-get", "install", "-y", "-qq", "docker.io"], check=True,
-                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        # Installs without starting the system dockerd (which would add NAT rules).
+        script = Path(__file__).resolve().parent.parent / "scripts" / "install-docker.sh"
+        subprocess.run(["bash", str(script)], check=True)
 
 
 class DockerBench:
