@@ -25,7 +25,9 @@ from dockyard.apiserver.join import PATHS as JOIN_PATHS
 from dockyard.apiserver.join import JoinService
 from dockyard.apiserver.negotiation import JSON
 from dockyard.apiserver.nodeproxy import KubeletClientConfig, NodeProxy, deny
+from dockyard.apiserver.registry import with_registry
 from dockyard.apiserver.rest import Registry
+from dockyard.runtime.images import ImageStore
 
 log = logging.getLogger("dockyard.apiserver")
 
@@ -98,9 +100,11 @@ def _guard(
 def build_app(
     registry: Registry, *, tokens: Callable[[], dict[str, dict]], server_address: str,
     kubelet_client: KubeletClientConfig | None = None, join: JoinService | None = None,
+    images: ImageStore | None = None,
 ) -> ASGIApp:
     """`kubelet_client`: how to reach node agents for pods/log and pods/exec (else 503).
-    `join`: serve the join endpoints and accept node tokens (apiserver/join.py)."""
+    `join`: serve the join endpoints and accept node tokens (apiserver/join.py).
+    `images`: serve this store as the cluster's image registry under /v2/ (registry.py)."""
     nodes = NodeProxy(registry, kubelet_client) if kubelet_client is not None else None
     resources = ResourceHandlers(registry, nodes)
 
@@ -206,6 +210,10 @@ def build_app(
     # A bare Router: `_guard` already renders every error, so Starlette's exception
     # middleware would only add cost to each request.
     if join is None:
-        return BearerTokenAuth(Router(routes=routes, default=not_found), tokens)
-    return BearerTokenAuth(Router(routes=routes, default=not_found), tokens,
-                           fallback=join.authenticate, public=(*PUBLIC_PATHS, *JOIN_PATHS))
+        auth = BearerTokenAuth(Router(routes=routes, default=not_found), tokens)
+    else:
+        auth = BearerTokenAuth(Router(routes=routes, default=not_found), tokens,
+                               fallback=join.authenticate, public=(*PUBLIC_PATHS, *JOIN_PATHS))
+    if images is None:
+        return auth
+    return with_registry(auth, images, tokens=tokens, fallback=auth.fallback)

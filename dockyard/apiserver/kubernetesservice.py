@@ -1,11 +1,10 @@
-"""The `default/kubernetes` Service and its endpoints (Kubernetes' control-plane controller).
+"""The `default/kubernetes` Service (Kubernetes' control-plane controller).
 
 At start the API server makes sure the Service exists with the first IP of the service CIDR
-and port 443 → its own port, and that its Endpoints and EndpointSlice point at the address it
-advertises, so pods reach the API at `kubernetes.default.svc` through the service proxy.
-The objects are written through the registry, so they are validated and allocated like any
-other. (With several API servers, each rewrites the endpoints with its own address; a lease-
-based reconciler that lists them all is issue 6's.)
+and port 443 → its own port, so pods reach the API at `kubernetes.default.svc` through the
+service proxy. Its Endpoints and EndpointSlices list every live API server; they are kept by
+`endpointreconciler.py`. The objects are written through the registry, so they are validated
+and allocated like any other.
 """
 
 from __future__ import annotations
@@ -25,8 +24,6 @@ log = logging.getLogger("dockyard.kubernetesservice")
 Obj = dict[str, Any]
 NAME, NAMESPACE = "kubernetes", "default"
 SERVICES = by_kind("", "Service")
-ENDPOINTS = by_kind("", "Endpoints")
-SLICES = by_kind("discovery.k8s.io", "EndpointSlice")
 
 
 def advertise_address(bind_address: str, explicit: str = "") -> str:
@@ -58,25 +55,10 @@ def _service(ranges: ServiceRanges, port: int, *, with_ip: bool) -> Obj:
             "spec": spec}
 
 
-def _endpoints(address: str, port: int) -> Obj:
-    return {"metadata": {"name": NAME, "namespace": NAMESPACE,
-                         "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
-            "subsets": [{"addresses": [{"ip": address}],
-                         "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}]}
-
-
-def _slice(address: str, port: int) -> Obj:
-    family = "IPv6" if ipaddress.ip_address(address).version == 6 else "IPv4"
-    return {"metadata": {"name": NAME, "namespace": NAMESPACE,
-                         "labels": {"kubernetes.io/service-name": NAME}},
-            "addressType": family,
-            "endpoints": [{"addresses": [address], "conditions": {"ready": True}}],
-            "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}
-
-
-async def _create_or_update(registry: Registry, info: Any, desired: Obj,
-                            fields: tuple[str, ...]) -> None:
-    """Create `desired`, or set its `fields` (and labels) on the existing object."""
+async def create_or_update(registry: Registry, info: Any, desired: Obj,
+                           fields: tuple[str, ...]) -> None:
+    """Create `desired` in `default`, or set its `fields` (and labels) on the existing object
+    (a no-op when they are equal: the registry then writes nothing)."""
     try:
         await registry.create(info, NAMESPACE, desired)
         return
@@ -90,20 +72,20 @@ async def _create_or_update(registry: Registry, info: Any, desired: Obj,
             current[field] = desired[field]
         return current
 
-    await registry.guaranteed_update(info, NAMESPACE, NAME, update)
+    await registry.guaranteed_update(info, NAMESPACE, desired["metadata"]["name"], update)
 
 
 async def ensure_kubernetes_service(registry: Registry, ranges: ServiceRanges, *,
-                                    address: str, port: int) -> None:
-    assert SERVICES is not None and ENDPOINTS is not None and SLICES is not None
+                                    port: int) -> None:
+    assert SERVICES is not None
     try:
         await registry.create(SERVICES, NAMESPACE, _service(ranges, port, with_ip=True))
     except errors.APIError as exc:
         if exc.code == 422:  # the first IP is someone else's: take any, as a last resort
             log.error("cannot give the kubernetes service %s: %s", ranges.kubernetes_ip,
                       exc.message)
-            await _create_or_update(registry, SERVICES, _service(ranges, port, with_ip=False),
-                                    ())
+            await create_or_update(registry, SERVICES, _service(ranges, port, with_ip=False),
+                                   ())
         elif exc.code != 409:
             raise
     desired_ports = _service(ranges, port, with_ip=False)["spec"]["ports"]
@@ -113,10 +95,3 @@ async def ensure_kubernetes_service(registry: Registry, ranges: ServiceRanges, *
         return current
 
     await registry.guaranteed_update(SERVICES, NAMESPACE, NAME, set_ports)
-    try:
-        await _create_or_update(registry, ENDPOINTS, _endpoints(address, port), ("subsets",))
-        await _create_or_update(registry, SLICES, _slice(address, port),
-                                ("addressType", "endpoints", "ports"))
-    except errors.APIError as exc:  # e.g. a loopback address, which endpoints may not hold
-        log.warning("kubernetes service endpoints not written for %s: %s", address,
-                    exc.message)

@@ -123,29 +123,46 @@ def _issue_server_cert(pki: Path, sans: list[str]) -> None:
     (pki / "server.sans").write_text("\n".join(sans))
 
 
-def ensure_pki(data_dir: Path, sans: list[str] | None = None) -> ClusterPKI:
-    """Create what is missing (CA, serving cert for `sans`, admin token); reuse the rest."""
+# What every API server of one cluster shares (relative to DATA_DIR/pki): with a shared
+# datastore, `apiserver/bootstrap.py` keeps them in the store; each server's serving
+# certificate stays its own.
+SHARED_FILES = ("ca.crt", "ca.key", "tokens.yaml", KUBELET_CLIENT_TOKEN)
+PUBLIC_FILES = frozenset({"ca.crt"})
+
+
+def ensure_cluster_secrets(data_dir: Path) -> Path:
+    """Create the missing cluster-wide files (CA, admin token, kubelet client token)."""
     pki = data_dir / "pki"
     pki.mkdir(parents=True, exist_ok=True)
-    sans = sorted(set(sans or []))
     if not (pki / "ca.crt").exists():
         _make_ca(pki)
-    sans_file = pki / "server.sans"
-    if not (pki / "server.crt").exists() or (
-        sans_file.read_text().split("\n") if sans_file.exists() else [""]
-    ) != (sans or [""]):
-        _issue_server_cert(pki, sans)
     tokens = pki / "tokens.yaml"
     if not tokens.exists():
         admin = secrets.token_urlsafe(32)
         _write_private(tokens, yaml.safe_dump(
             {"tokens": [{"token": admin, "user": "admin", "groups": ["system:masters"]}]}
         ).encode())
-    entries = yaml.safe_load(tokens.read_text())["tokens"]
-    admin_token = next(t["token"] for t in entries if t["user"] == "admin")
     kubelet_token = pki / KUBELET_CLIENT_TOKEN
     if not kubelet_token.exists():
         _write_private(kubelet_token, secrets.token_urlsafe(32).encode())
+    return pki
+
+
+def ensure_pki(data_dir: Path, sans: list[str] | None = None) -> ClusterPKI:
+    """Create what is missing (CA, serving cert for `sans`, admin token); reuse the rest.
+    The serving certificate is issued again when its names changed or the CA did not sign it
+    (a server that took the cluster CA from the datastore)."""
+    pki = ensure_cluster_secrets(data_dir)
+    sans = sorted(set(sans or []))
+    sans_file = pki / "server.sans"
+    if not (pki / "server.crt").exists() or (
+        sans_file.read_text().split("\n") if sans_file.exists() else [""]
+    ) != (sans or [""]) or not _still_good(pki / "server.crt", pki / "ca.crt"):
+        _issue_server_cert(pki, sans)
+    tokens = pki / "tokens.yaml"
+    entries = yaml.safe_load(tokens.read_text())["tokens"]
+    admin_token = next(t["token"] for t in entries if t["user"] == "admin")
+    kubelet_token = pki / KUBELET_CLIENT_TOKEN
     return ClusterPKI(pki / "ca.crt", pki / "server.crt", pki / "server.key", admin_token,
                       tokens, kubelet_token.read_text().strip())
 

@@ -20,8 +20,9 @@ import uvicorn
 
 from dockyard.api.resources import by_kind
 from dockyard.api.scheduling import SYSTEM_PRIORITY_CLASSES
-from dockyard.apiserver import errors, pki
+from dockyard.apiserver import bootstrap, errors, pki
 from dockyard.apiserver.app import build_app
+from dockyard.apiserver.endpointreconciler import LeaseEndpointReconciler, server_identity
 from dockyard.apiserver.join import JoinService
 from dockyard.apiserver.kubernetesservice import advertise_address as resolve_advertise
 from dockyard.apiserver.kubernetesservice import ensure_kubernetes_service
@@ -33,6 +34,7 @@ from dockyard.apiserver.servicerepair import repair_forever
 from dockyard.client.rest import Client
 from dockyard.controllers.manager import ControllerManager, run_elected
 from dockyard.kubelet.config import KubeletConfig
+from dockyard.runtime.images import ImageStore
 from dockyard.scheduler.app import run_scheduler
 from dockyard.store import open_store
 from dockyard.store.interface import Store
@@ -41,6 +43,9 @@ log = logging.getLogger("dockyard.server")
 
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 COMPACT_EVERY_SECONDS = 300.0
+# In-process scheduler and controller manager: a standby takes over at most ~lease + retry
+# after the leader's server dies (Kubernetes' 15 s would hand over in 15-17 s).
+DEFAULT_LEASE_DURATION = 10.0
 
 
 async def ensure_namespaces(registry: Registry) -> None:
@@ -95,16 +100,30 @@ async def serve(
     service_cidr: str = DEFAULT_SERVICE_CIDR,
     service_node_port_range: str = DEFAULT_NODE_PORT_RANGE,
     advertise_address: str = "",
+    token: str = "",
+    lease_duration: float = DEFAULT_LEASE_DURATION,
 ) -> None:
-    """Serve the API until SIGTERM/SIGINT; with `agent`, also be that node (`dockyard up`)."""
+    """Serve the API until SIGTERM/SIGINT; with `agent`, also be that node (`dockyard up`).
+
+    `token` is the server token that seals the cluster's PKI in a shared (etcd) datastore;
+    raises `bootstrap.BootstrapError` when it does not open the PKI already there."""
     ranges = ServiceRanges.parse(service_cidr, service_node_port_range)  # ValueError: a bad flag
     data_dir.mkdir(parents=True, exist_ok=True)
     sans = list(tls_sans or [])
     if bind_address not in ("0.0.0.0", "::", "127.0.0.1"):
         sans.append(bind_address)
-    cluster = pki.ensure_pki(data_dir, sans)
     store = open_store(datastore or "sqlite://", data_dir=data_dir, watch_window=watch_window)
     await store.start()
+    try:
+        if bootstrap.uses_shared_store(datastore):  # every server takes the cluster's PKI
+            token, generated = await bootstrap.join_cluster_pki(store, data_dir, token)
+            if generated:
+                print(f"dockyard: server token (start the other servers with --token): "
+                      f"{token}", flush=True)
+        cluster = pki.ensure_pki(data_dir, sans)
+    except BaseException:
+        await store.close()
+        raise
     registry = Registry(store, hooks={("", "Service"): ServiceAllocator(store, ranges)})
     await ensure_namespaces(registry)
 
@@ -113,14 +132,18 @@ async def serve(
     host = "127.0.0.1" if bind_address in ("0.0.0.0", "127.0.0.1") else bind_address
     if bind_address == "::":
         host = "::1"
-    await ensure_kubernetes_service(registry, ranges, port=port, address=resolve_advertise(
-        bind_address, advertise_address or (agent.address if agent is not None else "")))
+    await ensure_kubernetes_service(registry, ranges, port=port)
+    endpoints = LeaseEndpointReconciler(
+        registry, identity=server_identity(data_dir), port=port, address=resolve_advertise(
+            bind_address, advertise_address or (agent.address if agent is not None else "")))
+    await endpoints.start()
     url = f"https://{'[' + host + ']' if ':' in host else host}:{port}"
     tokens = pki.load_tokens(cluster)
     app = build_app(registry, tokens=lambda: tokens, server_address=f"{host}:{port}",
                     kubelet_client=KubeletClientConfig(cluster.ca_cert,
                                                        cluster.kubelet_client_token),
-                    join=JoinService(registry, data_dir, cluster))
+                    join=JoinService(registry, data_dir, cluster),
+                    images=ImageStore(data_dir / "images"))  # the registry's (/v2/)
     config = uvicorn.Config(
         app,
         ssl_certfile=str(cluster.server_cert),
@@ -142,13 +165,15 @@ async def serve(
     compactor = asyncio.create_task(compact_forever(store, watch_window), name="compactor")
     repair = asyncio.create_task(repair_forever(store, ranges), name="service-range-repair")
     # The socket already listens, so in-process components can connect before uvicorn runs.
+    election = {"lease_duration": lease_duration, "renew_deadline": lease_duration * 2 / 3,
+                "retry_period": lease_duration / 7.5}  # client-go's 15/10/2 proportions
     if scheduler:
-        components.start("scheduler", lambda client: run_scheduler(client))
+        components.start("scheduler", lambda client: run_scheduler(client, **election))
     if controller_manager:
         options = controller_options or {}
         components.start("controller-manager", lambda client: run_elected(
             client, "kube-controller-manager",
-            ControllerManager(client, options=options).run))
+            ControllerManager(client, options=options).run, **election))
     if agent is not None:
         from dockyard.kubelet.agent import Kubelet, local_serving_credentials
         from dockyard.network.dns import run_dns
@@ -162,6 +187,7 @@ async def serve(
         await server.serve(sockets=[sock])
     finally:
         await components.stop()
+        await endpoints.stop()
         compactor.cancel()
         repair.cancel()
         await store.close()

@@ -1,11 +1,13 @@
 """`dockyard image`: the node's local image store (DATA_DIR/images), as `docker image` shows it.
 
-There is no registry: images come from `import` (`docker save` or OCI archives) or `build`
-(busybox, debian:bookworm-slim, python:3.11, made from Debian's packages).
+Images come from `import` (`docker save` or OCI archives) or `build` (busybox,
+debian:bookworm-slim, python:3.11, made from Debian's packages); `push` sends one to the
+cluster's registry (the API server's /v2/), from which every node pulls what it lacks.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
 import time
@@ -89,7 +91,7 @@ def _created_ago(image: Image) -> str:
 
 @click.group("image")
 def image() -> None:
-    """Manage the node's local images (there is no registry: import or build them)."""
+    """Manage the node's local images; push them to the cluster registry."""
 
 
 @image.command("import")
@@ -215,3 +217,33 @@ def build_command(data_dir: Path, cache_dir: Path | None, name: str) -> None:
         raise click.ClickException(str(e)) from None
     click.echo(f"Built {', '.join(image.repo_tags)} {image.short_id} "
                f"({human_size(image.size)}) in {time.monotonic() - started:.1f}s")
+
+
+@image.command("push")
+@_data_dir_option
+@click.option("--kubeconfig", "kubeconfig_path", default=None,
+              help="The cluster to push to (default: $KUBECONFIG, then the data directory's).")
+@click.argument("ref")
+def push_command(data_dir: Path, kubeconfig_path: str | None, ref: str) -> None:
+    """Push a local image to the cluster's registry, where every node can pull it."""
+    from dockyard.cli.main import find_kubeconfig
+    from dockyard.runtime.registryclient import RegistryClient, RegistryConfig, RegistryError
+
+    config = RegistryConfig.from_kubeconfig(find_kubeconfig(kubeconfig_path))
+    store = _store(data_dir)
+
+    async def push() -> tuple[str, str, int]:
+        async with RegistryClient(config) as client:
+            def progress(digest: str, what: str) -> None:
+                click.echo(f"{digest.removeprefix('sha256:')[:12]}: {what}")
+
+            return await client.push(store, ref, progress)
+
+    try:
+        image = store.get(ref)
+        parsed = parse_reference(ref)
+        click.echo(f"The push refers to repository [{config.host}/{config.name_for(parsed)}]")
+        _, digest, size = asyncio.run(push())
+    except (ImageError, InvalidReference, RegistryError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"{parsed.tag or image.short_id}: digest: {digest} size: {size}")

@@ -68,6 +68,14 @@ def _server_options(f):  # type: ignore[no-untyped-def]
     f = click.option("--advertise-address", default="", help="Address of this API server "
                      "for the `kubernetes` Service (default: the bind address, or the "
                      "source address of the default route).")(f)
+    f = click.option("--token", default="", envvar="DOCKYARD_TOKEN", help="Server token "
+                     "sealing the cluster's CA and tokens in an etcd datastore: the first "
+                     "server prints one if none is given; the others need it (kept in "
+                     "DATA_DIR/pki/server-token).")(f)
+    f = click.option("--leader-elect-lease-duration", type=float, default=10.0,
+                     show_default=True, help="Lease of the in-process scheduler and "
+                     "controller manager: a standby server takes over this long after the "
+                     "leader's server stopped renewing.")(f)
     f = _cidr_options(f)
     f = click.option("-v", "--verbose", count=True)(f)
     return f
@@ -86,8 +94,9 @@ def _serve(data_dir: Path, api_port: int, bind_address: str, datastore: str,
            tls_san: tuple[str, ...], watch_window: int, disable_scheduler: bool,
            disable_controller_manager: bool, node_monitor_grace_period: float,
            service_cidr: str, service_node_port_range: str, advertise_address: str,
-           cluster_cidr: str, node_cidr_mask_size: int,
-           verbose: int, agent: object = None) -> None:
+           cluster_cidr: str, node_cidr_mask_size: int, token: str,
+           leader_elect_lease_duration: float, verbose: int, agent: object = None) -> None:
+    from dockyard.apiserver.bootstrap import BootstrapError
     from dockyard.apiserver.ranges import ServiceRanges
     from dockyard.apiserver.server import serve
 
@@ -99,13 +108,17 @@ def _serve(data_dir: Path, api_port: int, bind_address: str, datastore: str,
     options = {"nodelifecycle": {"node_monitor_grace_period": node_monitor_grace_period},
                "nodeipam": {"cluster_cidr": cluster_cidr,
                             "node_cidr_mask_size": node_cidr_mask_size}}
-    _run(serve(data_dir=data_dir, bind_address=bind_address, api_port=api_port,
-               datastore=datastore, tls_sans=list(tls_san), watch_window=watch_window,
-               scheduler=not disable_scheduler,
-               controller_manager=not disable_controller_manager,
-               controller_options=options, agent=agent,  # type: ignore[arg-type]
-               service_cidr=service_cidr, service_node_port_range=service_node_port_range,
-               advertise_address=advertise_address))
+    try:
+        _run(serve(data_dir=data_dir, bind_address=bind_address, api_port=api_port,
+                   datastore=datastore, tls_sans=list(tls_san), watch_window=watch_window,
+                   scheduler=not disable_scheduler,
+                   controller_manager=not disable_controller_manager,
+                   controller_options=options, agent=agent,  # type: ignore[arg-type]
+                   service_cidr=service_cidr, service_node_port_range=service_node_port_range,
+                   advertise_address=advertise_address, token=token,
+                   lease_duration=leader_elect_lease_duration))
+    except BootstrapError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _agent_options(f):  # type: ignore[no-untyped-def]
@@ -288,13 +301,19 @@ def kubeconfig(data_dir: Path) -> None:
 
 def _register_commands() -> None:
     from dockyard.cli.agent import agent_command, token_command
+    from dockyard.cli.cluster import cluster_command
     from dockyard.cli.image import image
     from dockyard.cli.sim import sim_command
+    from dockyard.cli.swarm.node_cmd import node as node_group
+    from dockyard.cli.swarm.service_cmd import service as service_group
 
     main.add_command(sim_command)
     main.add_command(image)
     main.add_command(agent_command)
     main.add_command(token_command)
+    main.add_command(cluster_command)
+    main.add_command(service_group)
+    main.add_command(node_group)
 
 
 _register_commands()

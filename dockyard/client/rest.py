@@ -64,8 +64,15 @@ class Client:
         self._headers = {"User-Agent": user_agent, "Accept": "application/json"}
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
+        self.token = token
         self.base_url = base_url.rstrip("/")
         self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext | bool:
+        """How the server is verified (the cluster CA), for other clients of the same server
+        (the image registry on the API server's port)."""
+        return self._ssl
 
     def _http(self) -> aiohttp.ClientSession:
         # Created on first use: a session belongs to the running event loop.

@@ -74,6 +74,7 @@ class Kubelet:
         from dockyard.kubelet.volumes import HostVolumeManager
         from dockyard.network.podnet import CniPodNetwork
         from dockyard.runtime.images import ImageStore
+        from dockyard.runtime.registryclient import RegistryConfig
         from dockyard.runtime.service import RuncRuntime
 
         cfg = self.config
@@ -85,10 +86,13 @@ class Kubelet:
         await network.start()
         store = ImageStore(cfg.data_dir / "images")
         self._image_store = store
+        # Images this node lacks come from the cluster registry (the API server's /v2/).
+        self._image_provider = LocalImageProvider(
+            store, registry=RegistryConfig.from_client(self.client))
         recorder = EventRecorder(self.client, "kubelet", host=cfg.node_name)
         recorder.start()
         return AgentContext(config=cfg, client=self.client, runtime=runtime,
-                            images=LocalImageProvider(store), network=network,
+                            images=self._image_provider, network=network,
                             volumes=HostVolumeManager(cfg, self._get_object),
                             recorder=recorder, node_ip=self.address)
 
@@ -159,6 +163,7 @@ class Kubelet:
             with contextlib.suppress(Exception):
                 await server.stop()
             await ctx.recorder.stop()
+            await self._image_provider.close()
             await ctx.runtime.close()
 
     async def _await_pod_cidr(self) -> None:

@@ -355,6 +355,12 @@ class ImageStore:
             entries = self._entries()
             return [self._image(d, entries) for d in dict.fromkeys(digests)]
 
+    def commit(self, candidate: Candidate) -> bytes:
+        """Add an image from verified blobs (a registry pull), as an archive import does:
+        layers unpacked once, diff_ids verified, the index written last. Its manifest."""
+        with self._locked():
+            return self._commit(candidate)
+
     def _commit(self, c: Candidate) -> bytes:
         """Verify an imported image, move its blobs in, unpack missing layers, then tag it."""
         config = json.loads(c.config)

@@ -86,11 +86,7 @@ class RegistryConfig:
     @classmethod
     def from_client(cls, client: Client) -> RegistryConfig:
         """The registry of the API server `client` talks to, with the client's credentials."""
-        # The client keeps its credentials private; read them without changing it.
-        auth = str(getattr(client, "_headers", {}).get("Authorization", ""))
-        scheme, _, token = auth.partition(" ")
-        return cls(client.base_url, token.strip() if scheme.lower() == "bearer" else "",
-                   getattr(client, "_ssl", True))
+        return cls(client.base_url, client.token, client.ssl_context)
 
     @classmethod
     def from_kubeconfig(cls, path: str | Path) -> RegistryConfig:
@@ -110,10 +106,8 @@ class RegistryConfig:
 def commit_image(store: ImageStore, candidate: Candidate) -> bytes:
     """Commit a verified manifest, config and layer blobs as one image of `store`, as an
     archive import does (layers unpacked once, diff_ids verified, index written last).
-    Returns the manifest. (Through the store's import internals: it has no public call that
-    takes blobs rather than an archive.)"""
-    with store._locked():  # noqa: SLF001
-        return store._commit(candidate)  # noqa: SLF001
+    Returns the manifest."""
+    return store.commit(candidate)
 
 
 def _sha256(data: bytes) -> str:
