@@ -90,10 +90,12 @@ def should_restart(container: Obj, pod: Obj, latest: ContainerStatus | None) -> 
 
 
 def _convert(cs: ContainerStatus, old: Obj | None, runtime: str, spec_image: str) -> Obj:
-    """convertContainerStatus: one runtime container as an API container status."""
+    """convertContainerStatus: one runtime container as an API container status. `image` is
+    what the container was created from (a container whose spec image just changed still
+    runs, and reports, the old one until it is replaced)."""
     cid = f"{runtime}://{cs.id}"
     status: Obj = {"name": cs.name, "state": {}, "lastState": {}, "ready": False,
-                   "restartCount": cs.attempt, "image": spec_image or cs.image_ref,
+                   "restartCount": cs.attempt, "image": cs.image_ref or spec_image,
                    "imageID": cs.image_id, "containerID": cid, "started": False}
     if cs.state == ContainerState.RUNNING:
         status["state"] = {"running": {"startedAt": rfc3339(cs.started_at)}}

@@ -133,6 +133,12 @@ def pods(cluster: ServerProcess, service: str) -> list[Obj]:
     return [p for p in json.loads(out)["items"] if not p["metadata"].get("deletionTimestamp")]
 
 
+def wait_ready(cluster: ServerProcess, service: str, count: int, timeout: float = 60) -> None:
+    """Until `count` pods of the service are ready (kubectl: quicker to poll than the CLI)."""
+    wait_for(lambda: len([p for p in pods(cluster, service) if ready(p)]) == count, timeout,
+             f"{count} ready tasks of {service}")
+
+
 def ready(p: Obj) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True"
                for c in p["status"].get("conditions") or [])
@@ -234,8 +240,9 @@ def test_published_service_with_options(cluster: ServerProcess) -> None:
                       *HEALTH, "--stop-grace-period", "1s", "--update-monitor", "1s",
                       "--rollback-monitor", "1s", "--detach", "nginx")
     assert re.fullmatch(r"[0-9a-f]{25}\n", result.stdout)  # detached: the ID only
-    row = wait_for(lambda: (lambda r: r if r["REPLICAS"] == "2/2" else None)(
-        services(cluster)["web"]), 60, "web 2/2")
+    wait_ready(cluster, "web", 2)
+    row = services(cluster)["web"]
+    assert row["REPLICAS"] == "2/2"
     assert row["PORTS"] == f"*:{port}->80/tcp"
     # Published on the node (the proxy's NodePort on the node's bridge address).
     gateway = str(next(ipaddress.ip_network(cluster.pod_cidr).hosts()))  # type: ignore[attr-defined]
@@ -271,12 +278,13 @@ def test_scale_shows_progress_on_a_terminal(cluster: ServerProcess) -> None:
     assert "web scaled to 3" in output
     assert f"3/3: running   {PROGRESS_DONE}" in output
     assert "\x1b[" in output  # lines redrawn in place
-    assert output.rstrip().endswith("verify: Service converged")
+    assert re.findall(r"verify: [^\r\n\x1b]*", output)[-1] == "verify: Service converged"
     names = [t["NAME"] for t in table(dockyard(cluster, "service", "ps", "web").stdout)]
     assert names == ["web.1", "web.2", "web.3"]
     scaled = dockyard(cluster, "service", "scale", "-d", "web=2", "mynginx=1")
     assert scaled.stdout.splitlines() == ["web scaled to 2", "mynginx scaled to 1"]
-    wait_for(lambda: services(cluster)["web"]["REPLICAS"] == "2/2", 20, "web 2/2")
+    wait_ready(cluster, "web", 2)
+    assert services(cluster)["web"]["REPLICAS"] == "2/2"
 
 
 def creation(p: Obj) -> float:
@@ -394,10 +402,12 @@ def test_nodes_global_service_and_availability(cluster: ServerProcess) -> None:
     dockyard(cluster, "node", "update", "--availability", "active", "--label-rm", "zone", NODE)
     assert availability() == "Active"
     # The constraint node.labels.zone==blue no longer matches: web waits; agent comes back.
-    wait_for(lambda: services(cluster)["agent"]["REPLICAS"] == "1/1", 30, "agent back")
-    assert services(cluster)["web"]["REPLICAS"] == "0/2"
+    wait_ready(cluster, "agent", 1)
+    listed = services(cluster)
+    assert (listed["agent"]["REPLICAS"], listed["web"]["REPLICAS"]) == ("1/1", "0/2")
     dockyard(cluster, "node", "update", "--label-add", "zone=blue", NODE)
-    wait_for(lambda: services(cluster)["web"]["REPLICAS"] == "2/2", 30, "web back")
+    wait_ready(cluster, "web", 2)
+    assert services(cluster)["web"]["REPLICAS"] == "2/2"
 
 
 def test_rm_removes_services(cluster: ServerProcess) -> None:

@@ -32,7 +32,6 @@ from typing import Any
 
 from dockyard.cli.swarm.options import Constraint, format_duration, parse_constraint
 from dockyard.cli.swarm.spec import HealthCheck, Resources, ServiceSpec, UpdateConfig
-from dockyard.scheduler.labels import node_selector
 
 Obj = dict[str, Any]
 
@@ -115,6 +114,8 @@ def _resolve_node_id(value: str, node_names: Mapping[str, str]) -> str:
 def node_matches(constraints: Iterable[str], node: Obj,
                  node_names: Mapping[str, str] | None = None) -> bool:
     """Whether the scheduler's node affinity would accept `node` (same matcher)."""
+    from dockyard.scheduler.labels import node_selector  # the package is heavy: when needed
+
     affinity = node_affinity(constraints, node_names)
     if affinity is None:
         return True

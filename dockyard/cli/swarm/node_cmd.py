@@ -11,18 +11,25 @@ as `kubectl drain` refuses them without --force. Managers are the nodes an API s
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from dockyard.cli.swarm import mapping
-from dockyard.cli.swarm.cluster import NODES, PODS, Swarm, run
 from dockyard.cli.swarm.inspect import node_json, node_pretty, node_role
 from dockyard.cli.swarm.options import parse_label
 from dockyard.cli.swarm.tables import NODE_HEADERS, render
-from dockyard.client.rest import ApiError, is_not_found
+
+if TYPE_CHECKING:  # the API modules load aiohttp: imported when a command runs
+    from dockyard.cli.swarm.cluster import Swarm
 
 Obj = dict[str, Any]
+
+
+def run(kubeconfig: str | None, namespace: str, body: Any) -> None:
+    from dockyard.cli.swarm.cluster import run as run_with_cluster
+
+    run_with_cluster(kubeconfig, namespace, body)
 
 
 def _cluster_option(f):  # type: ignore[no-untyped-def]
@@ -148,6 +155,8 @@ def update_command(ref: str, availability: str | None, label_add: tuple[str, ...
             patch.setdefault("metadata", {}).update(change["metadata"])
             patch["spec"] = change["spec"]
         if patch:
+            from dockyard.cli.swarm.cluster import NODES
+
             await swarm.client.patch(NODES, None, name, patch)
         await swarm.sync_global()  # global services follow availability and labels
         if availability == "drain":
@@ -159,6 +168,9 @@ def update_command(ref: str, availability: str | None, label_add: tuple[str, ...
 
 
 async def _drain(swarm: Swarm, node_name: str) -> None:
+    from dockyard.cli.swarm.cluster import PODS
+    from dockyard.client.rest import ApiError, is_not_found
+
     pods = (await swarm.client.list(PODS, None,
                                     field_selector=f"spec.nodeName={node_name}"))["items"]
     for pod in pods:

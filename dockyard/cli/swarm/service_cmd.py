@@ -8,18 +8,15 @@ import os
 import shutil
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from dockyard.cli.swarm import apply, mapping
-from dockyard.cli.swarm.cluster import PODS, SERVICES, Swarm, run
+from dockyard.cli.swarm import mapping
 from dockyard.cli.swarm.edits import Flags, create_spec, update_spec
 from dockyard.cli.swarm.inspect import service_json, service_pretty
-from dockyard.cli.swarm.logs import service_logs
 from dockyard.cli.swarm.options import format_port, parse_scale
 from dockyard.cli.swarm.progress import ProgressView
-from dockyard.cli.swarm.rollout import Phase, follow, status_patch
 from dockyard.cli.swarm.spec import ServiceSpec
 from dockyard.cli.swarm.tables import (
     SERVICE_HEADERS,
@@ -30,6 +27,9 @@ from dockyard.cli.swarm.tables import (
     truncate_id,
 )
 from dockyard.cli.swarm.tasks import ready_count, tasks_of
+
+if TYPE_CHECKING:  # the API modules load aiohttp: imported when a command runs
+    from dockyard.cli.swarm.cluster import Swarm
 
 Obj = dict[str, Any]
 
@@ -102,6 +102,12 @@ def _view(quiet: bool) -> ProgressView:
                         width=shutil.get_terminal_size().columns)
 
 
+def run(kubeconfig: str | None, namespace: str, body: Any) -> None:
+    from dockyard.cli.swarm.cluster import run as run_with_cluster
+
+    run_with_cluster(kubeconfig, namespace, body)
+
+
 def _warn(text: str) -> None:
     click.echo(f"warning: {text}", err=True)
 
@@ -148,6 +154,9 @@ def create_command(name: str | None, mode: str, publish: tuple[str, ...], env: t
     _checked(lambda: mapping.deployment(spec, namespace, 0))  # refuses what cannot map
 
     async def body(swarm: Swarm) -> int:
+        from dockyard.cli.swarm import apply
+        from dockyard.cli.swarm.rollout import Phase, follow
+
         d = await apply.create(swarm, spec, _warn)
         click.echo(mapping.swarm_id(d["metadata"]["uid"]))
         if not detach:
@@ -190,6 +199,9 @@ def update_command(name: str, image: str | None, args: str | None, env_add: tupl
     flags = _flags(kw)
 
     async def body(swarm: Swarm) -> int:
+        from dockyard.cli.swarm import apply
+        from dockyard.cli.swarm.rollout import Phase, follow, status_patch
+
         d = await swarm.find(name)
         if rollback:
             return await _rollback(swarm, d, detach=detach, quiet=quiet)
@@ -215,6 +227,9 @@ def update_command(name: str, image: str | None, args: str | None, env_add: tupl
 
 async def _rollback(swarm: Swarm, d: Obj, *, detach: bool, quiet: bool) -> int:
     """Back to the previous spec; the current one becomes the previous (Docker toggles)."""
+    from dockyard.cli.swarm import apply
+    from dockyard.cli.swarm.rollout import Phase, follow, status_patch
+
     current, previous = mapping.spec_of(d), mapping.previous_of(d)
     assert current is not None
     if previous is None:
@@ -256,6 +271,8 @@ def scale_command(pairs: tuple[str, ...], detach: bool, kubeconfig: str | None,
     wanted = [_checked(lambda p=p: parse_scale(p)) for p in pairs]
 
     async def body(swarm: Swarm) -> int:
+        from dockyard.cli.swarm.rollout import Phase, follow
+
         errors = 0
         scaled: list[ServiceSpec] = []
         for ref, replicas in wanted:
@@ -295,6 +312,8 @@ def scale_command(pairs: tuple[str, ...], detach: bool, kubeconfig: str | None,
 def ls_command(quiet: bool, kubeconfig: str | None, namespace: str) -> None:
     """List services (ID NAME MODE REPLICAS IMAGE PORTS)."""
     async def body(swarm: Swarm) -> int:
+        from dockyard.cli.swarm.cluster import PODS, SERVICES
+
         deployments = await swarm.services()
         pods = (await swarm.client.list(PODS, namespace,
                                         label_selector=mapping.LABEL_SERVICE))["items"]
@@ -422,6 +441,8 @@ def logs_command(name: str, follow: bool, tail: str, timestamps: bool, no_trunc:
         raise click.UsageError(f"--tail: {tail} is not a number or 'all'")
 
     async def body(swarm: Swarm) -> int:
+        from dockyard.cli.swarm.logs import service_logs
+
         d = await swarm.find(name)
         await service_logs(swarm, d["metadata"]["name"], follow=follow, tail=tail,
                            timestamps=timestamps, no_trunc=no_trunc, raw=raw)
@@ -436,6 +457,8 @@ def logs_command(name: str, follow: bool, tail: str, timestamps: bool, no_trunc:
 def rm_command(names: tuple[str, ...], kubeconfig: str | None, namespace: str) -> None:
     """Remove one or more services (their tasks stop as their grace period allows)."""
     async def body(swarm: Swarm) -> int:
+        from dockyard.cli.swarm import apply
+
         errors = 0
         for ref in names:
             try:
