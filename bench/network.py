@@ -100,7 +100,7 @@ static void nodelay(int fd) {
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
-static int serve(int port) {
+static void serve(int port) {
     signal(SIGTERM, on_term);
     signal(SIGPIPE, SIG_IGN);
     char host[200] = "?", response[400];
@@ -179,7 +179,7 @@ static const char *read_response(int fd, int until_eof) {
 }
 
 int main(int argc, char **argv) {
-    if (argc == 3 && strcmp(argv[1], "serve") == 0) return serve(atoi(argv[2]));
+    if (argc == 3 && strcmp(argv[1], "serve") == 0) { serve(atoi(argv[2])); return 0; }
     if (argc != 5) { fprintf(stderr, "usage: serve PORT | conn|keep IP PORT N\n"); return 2; }
     const char *ip = argv[2];
     int port = atoi(argv[3]), n = atoi(argv[4]), keep = strcmp(argv[1], "keep") == 0;
@@ -409,6 +409,7 @@ def latency_part(args: argparse.Namespace) -> dict[str, Any]:
                       120, f"{args.services} more services in both nodes' tables")
                 result["load"] = {"services": args.services, "create": took,
                                   "converge": time.perf_counter() - created}
+                time.sleep(3)  # the agents' informers (DNS, proxy) settle after the burst
                 result["loaded"] = measure(cluster, paths, args.requests, args.rounds)
         finally:
             left = cluster.stop()
@@ -493,19 +494,22 @@ def report(latency: dict[str, Any], rules: dict[int, dict[str, Any]],
               "(conntrack only). Overhead: ClusterIP p50 minus the direct path's p50.")
     if rules:
         print("\n== rule sync, 10 endpoints per service (ms, median) ==")
-        print(f"{'services':>9} {'nft lines':>9} {'nft first':>10} {'nft update':>11} "
-              f"{'nft full':>9} {'no-op':>8} {'ipt first':>10} {'ipt update':>11}")
+        print(f"{'services':>9} {'nft lines':>9} {'render':>8} {'nft first':>10} "
+              f"{'nft update':>11} {'nft full':>9} {'no-op':>8} {'ipt first':>10} "
+              f"{'ipt update':>11}")
+
         def ms(r: dict[str, Any], key: str) -> str:
             return f"{r[key] * 1000:.1f}" if isinstance(r.get(key), float) else "-"
 
         for count, r in rules.items():
-            print(f"{count:>9} {r['lines']:>9} {ms(r, 'first'):>10} {ms(r, 'update'):>11} "
-                  f"{ms(r, 'by_name'):>9} {ms(r, 'noop'):>8} {ms(r, 'ipt_apply'):>10} "
-                  f"{ms(r, 'ipt_update'):>11}")
-        print("nft: our table, render + `nft -f` (first: made; update: one endpoint moved, only "
-              "the change;\nfull: everything again over a table known by names; no-op: render, "
-              "equal, nothing applied).\nipt: kube-proxy's iptables layout, render + full "
-              "iptables-restore, as its iptables mode does on every sync.")
+            print(f"{count:>9} {r['lines']:>9} {ms(r, 'render'):>8} {ms(r, 'first'):>10} "
+                  f"{ms(r, 'update'):>11} {ms(r, 'by_name'):>9} {ms(r, 'noop'):>8} "
+                  f"{ms(r, 'ipt_apply'):>10} {ms(r, 'ipt_update'):>11}")
+        print("render: Services+EndpointSlices -> our table (Python, the whole table each "
+              "sync). nft: render + `nft -f`\n(first: made; update: one endpoint moved, only the "
+              "change applied; full: everything again over a\ntable known by names; no-op: "
+              "render, equal, nothing applied). ipt: kube-proxy's iptables layout,\nrender + "
+              "full iptables-restore, as its iptables mode does on every sync.")
     notes, rows = dns
     if notes or rows:
         print("\n== cluster DNS (bench/dns.py) ==")

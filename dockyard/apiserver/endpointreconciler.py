@@ -12,7 +12,8 @@ A server that stops cleanly deletes its Lease and removes itself at once.
 back on another port replaces its own entry) and distinct for servers sharing a host.
 Addresses that endpoints may not hold (loopback, link-local) keep their Lease but are left
 out. Servers on different ports get one Endpoints subset and one EndpointSlice per port
-(`kubernetes`, then `kubernetes-<port>`).
+(`kubernetes`, then `kubernetes-<port>`). Liveness compares a Lease's renewTime with this
+server's clock, as leader election does, so the servers' clocks must agree (NTP).
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ def _default_data_dir() -> Path:
 
 @click.command("agent")
 @click.option("--server", required=True, help="URL of an API server (https://HOST:PORT).")
-@click.option("--token", default="", envvar="DOCKYARD_TOKEN",
+@click.option("--token", default="", envvar="DOCKYARD_JOIN_TOKEN",
               help="Bootstrap token from `dockyard token create` (not needed once joined).")
 @click.option("--ca-cert-hash", default="", help="sha256:... pin of the cluster CA (printed "
               "by `dockyard token create`); without it, the token's signature vouches for it.")

@@ -253,10 +253,10 @@ def _up(state: ClusterState, say: Say, timeout: float) -> None:
 
     join = create_token(data_dir / "server1", "--ttl", "1h",
                         "--description", "dockyard cluster up")
-    # The join token goes in the environment (DOCKYARD_TOKEN), not on command lines.
+    # The join token goes in the environment (DOCKYARD_JOIN_TOKEN), not on command lines.
     token = join.pop(join.index("--token") + 1)
     join.remove("--token")
-    agent_env = {**os.environ, "DOCKYARD_TOKEN": token}
+    agent_env = {**os.environ, "DOCKYARD_JOIN_TOKEN": token}
     for h in network.hosts:  # spread over the servers: any of them answers a join
         url = state.server_urls[(h.index - 1) % len(state.server_urls)]
         state.add(process.start_detached(h.node_name, agent_argv(h, with_server(join, url)),

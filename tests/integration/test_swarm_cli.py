@@ -264,9 +264,8 @@ def test_published_service_with_options(cluster: ServerProcess) -> None:
                     "--publish", "8080:80", "-d", "nginx")
     assert "published port 8080 is outside the cluster's NodePort range (30000-32767)" \
         in edge.stderr
-    published = inspect(cluster, "edge")["Endpoint"]["Ports"][0]["PublishedPort"]
-    assert 30000 <= published <= 32767
-    assert services(cluster)["edge"]["PORTS"] == f"*:{published}->80/tcp"
+    published = re.fullmatch(r"\*:(\d+)->80/tcp", services(cluster)["edge"]["PORTS"])
+    assert published and 30000 <= int(published.group(1)) <= 32767
     assert dockyard(cluster, "service", "rm", "edge").stdout.strip() == "edge"
 
 
@@ -314,16 +313,32 @@ def test_rolling_update_waits_between_batches(cluster: ServerProcess) -> None:
     assert info["Spec"]["UpdateConfig"]["Order"] == "start-first"
 
 
+def test_failing_update_pauses_by_default(cluster: ServerProcess) -> None:
+    result = dockyard(cluster, "service", "update", "--image", "nginx:broken",
+                      "--update-order", "stop-first", "web", check=False, timeout=90)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert re.search(r"^Error: service update paused: update paused due to failure or early "
+                     r"termination of task [0-9a-f]{25}$", result.stderr, re.M), result.stderr
+    deployment = json.loads(cluster.kubectl("get", "deployment", "web", "-o", "json").stdout)
+    assert deployment["spec"]["paused"] is True
+    assert inspect(cluster, "web")["UpdateStatus"]["State"] == "paused"
+    # Stop-first, one at a time: one v2 task was replaced by the failing one, one still serves.
+    serving = [p for p in pods(cluster, "web") if ready(p)]
+    assert [p["spec"]["containers"][0]["image"] for p in serving] == ["nginx:v2"]
+
+
 def test_manual_rollback(cluster: ServerProcess) -> None:
     result = dockyard(cluster, "service", "rollback", "web")
     lines = result.stdout.splitlines()
     assert lines[:2] == ["web", "rollback: manually requested rollback"]
     assert "overall progress: rolling back update: 2 out of 2 tasks" in lines
     assert lines[-1] == "verify: Service converged"
-    assert {p["spec"]["containers"][0]["image"] for p in pods(cluster, "web")} == {"nginx"}
+    after = pods(cluster, "web")
+    assert len(after) == 2 and all(ready(p) for p in after)
+    assert {p["spec"]["containers"][0]["image"] for p in after} == {"nginx:v2"}
     info = inspect(cluster, "web")
-    assert info["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"] == "nginx"
-    assert info["PreviousSpec"]["TaskTemplate"]["ContainerSpec"]["Image"] == "nginx:v2"
+    assert info["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"] == "nginx:v2"
+    assert info["PreviousSpec"]["TaskTemplate"]["ContainerSpec"]["Image"] == "nginx:broken"
     assert info["UpdateStatus"]["State"] == "rollback_completed"
 
 
@@ -339,10 +354,13 @@ def test_failing_update_rolls_back(cluster: ServerProcess) -> None:
     assert result.stdout.splitlines()[-1] == "verify: Service converged"
     after = pods(cluster, "web")
     assert len(after) == 2 and all(ready(p) for p in after)
-    assert {p["spec"]["containers"][0]["image"] for p in after} == {"nginx"}
+    assert {p["spec"]["containers"][0]["image"] for p in after} == {"nginx:v2"}
+    for p in after:
+        assert get(p["status"]["podIP"], 80) == f"v2 {p['metadata']['name']}"
     assert len(before & {p["metadata"]["name"] for p in after}) == 1  # stop-first: one replaced
     info = inspect(cluster, "web")
-    assert info["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"] == "nginx"
+    assert info["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"] == "nginx:v2"
+    assert info["Spec"]["UpdateConfig"]["FailureAction"] == "pause"  # the spec before
     assert "PreviousSpec" not in info  # an automatic rollback forgets the failed spec
     assert info["UpdateStatus"]["State"] == "rollback_completed"
     assert info["UpdateStatus"]["Message"] == message.group(1)
@@ -352,7 +370,8 @@ def test_failing_update_rolls_back(cluster: ServerProcess) -> None:
 
 
 def test_nodes_global_service_and_availability(cluster: ServerProcess) -> None:
-    node_id = json.loads(dockyard(cluster, "node", "inspect", NODE).stdout)[0]["ID"]
+    info = json.loads(dockyard(cluster, "node", "inspect", NODE).stdout)[0]
+    node_id = info["ID"]
     created = dockyard(cluster, "service", "create", "--mode", "global", "--name", "agent",
                        "--stop-grace-period", "1s", "--update-monitor", "1s", "nginx")
     lines = created.stdout.splitlines()
@@ -371,7 +390,6 @@ def test_nodes_global_service_and_availability(cluster: ServerProcess) -> None:
                      "ENGINE VERSION": rows[0]["ENGINE VERSION"]}]
     pretty = dockyard(cluster, "node", "inspect", "--pretty", "self").stdout
     assert f"Hostname:\t\t{NODE}" in pretty and "Leader:\t\tYes" in pretty
-    info = json.loads(dockyard(cluster, "node", "inspect", NODE).stdout)[0]
     assert info["Spec"]["Role"] == "manager" and info["Spec"]["Labels"]["zone"] == "blue"
 
     def availability() -> str:

@@ -27,8 +27,10 @@ from dockyard.cli.swarm.cluster import Snapshot, Swarm
 from dockyard.cli.swarm.progress import ProgressView
 from dockyard.cli.swarm.spec import UpdateConfig
 from dockyard.cli.swarm.tasks import (
+    Task,
     failure,
     now,
+    parse_time,
     progress_position,
     tasks_of,
     template_hash,
@@ -78,21 +80,29 @@ def _lines(view: ProgressView, snap: Snapshot, prefix: str,
     if snap.spec.mode == "global":
         for t in tasks:
             if t.node:
-                view.task(node_ids.get(t.node, t.node)[:12], t.state)
+                _show(view, node_ids.get(t.node, t.node)[:12], t)
     else:
         for slot in range(1, desired + 1):
-            states = [t.state for t in tasks if t.slot == slot]
-            best = max(states, key=progress_position, default="new")
-            view.task(f"{slot}/{desired}", best)
+            mine = [t for t in tasks if t.slot == slot]
+            best = max(mine, key=lambda t: progress_position(t.state), default=None)
+            _show(view, f"{slot}/{desired}", best)
     old = [p for p in live if template_hash(p) != current_hash]
     converged = (current_hash is not None and running == desired and len(current) == desired
                  and not old)
     return running, desired, converged
 
 
+def _show(view: ProgressView, key: str, task: Task | None) -> None:
+    """A task's state, or its error instead (as Docker shows `no suitable node (...)`)."""
+    if task is not None and task.error:
+        view.set(key, task.error if len(task.error) <= 70 else task.error[:69] + "…")
+    else:
+        view.task(key, task.state if task is not None else "new")
+
+
 async def follow(swarm: Swarm, name: str, view: ProgressView, phase: Phase) -> None:
     """Until converged (return) or failed (ClickException); rolls back when told to."""
-    failed: dict[str, str] = {}
+    failed: dict[str, str] = {}  # uid -> why, of the current template's failed tasks
     converged_at: float | None = None
     rollback_message = ""
     node_ids = {v: k for k, v in (await swarm.node_names()).items()}
@@ -101,34 +111,19 @@ async def follow(swarm: Swarm, name: str, view: ProgressView, phase: Phase) -> N
         await swarm.record_slots(snap.pods)
         prefix = "rolling back update: " if phase.kind == "rollback" else ""
         _, desired, converged = _lines(view, snap, prefix, node_ids)
-        _check_deadline(snap)
-        if phase.handles_failures:
-            current_hash = snap.current_hash
-            for pod in snap.pods:
-                if current_hash and template_hash(pod) == current_hash:
-                    why = failure(pod, phase.started)
-                    if why:
-                        failed.setdefault(pod["metadata"]["uid"], why)
-            if failed and len(failed) / max(desired, 1) > phase.config.max_failure_ratio:
-                task = mapping.swarm_id(next(iter(failed)))
-                action = phase.config.failure_action
-                if phase.kind == "update" and action == "rollback":
-                    rollback_message = ("update rolled back due to failure or early "
-                                        f"termination of task {task}")
-                    phase = await _auto_rollback(swarm, snap, rollback_message)
-                    view.set("rollback", rollback_message)
-                    failed.clear()
-                    converged_at = None
-                    continue
-                if action != "continue":
-                    what = "update" if phase.kind == "update" else "rollback"
-                    message = f"{what} paused due to failure or early termination of task {task}"
-                    await swarm.patch_deployment(name, {"spec": {"paused": True},
-                                                        **status_patch(f"{what}_paused" if
-                                                                       what == "rollback"
-                                                                       else "paused", message,
-                                                                       phase.started)})
-                    raise click.ClickException(f"service {what} paused: {message}")
+        _check_deadline(snap, phase.started)
+        if phase.handles_failures and _too_many_failures(snap, phase, failed, desired):
+            task = mapping.swarm_id(next(iter(failed)))
+            if phase.kind == "update" and phase.config.failure_action == "rollback":
+                rollback_message = ("update rolled back due to failure or early "
+                                    f"termination of task {task}")
+                phase = await _auto_rollback(swarm, snap, rollback_message)
+                view.set("rollback", rollback_message)
+                failed.clear()
+                converged_at = None
+                continue
+            if phase.config.failure_action != "continue":
+                await _pause(swarm, name, phase, task)
         if not converged:
             converged_at = None
         else:
@@ -146,6 +141,28 @@ async def follow(swarm: Swarm, name: str, view: ProgressView, phase: Phase) -> N
         raise RolledBack(rollback_message)
 
 
+def _too_many_failures(snap: Snapshot, phase: Phase, failed: dict[str, str],
+                       desired: int) -> bool:
+    """Record the current template's failed tasks; over --*-max-failure-ratio?"""
+    current_hash = snap.current_hash
+    for pod in snap.pods:
+        if current_hash and template_hash(pod) == current_hash:
+            why = failure(pod, phase.started)
+            if why:
+                failed.setdefault(pod["metadata"]["uid"], why)
+    return bool(failed) and len(failed) / max(desired, 1) > phase.config.max_failure_ratio
+
+
+async def _pause(swarm: Swarm, name: str, phase: Phase, task: str) -> None:
+    """Pause the rollout where it is (Swarm's `pause` failure action) and say why."""
+    what = "update" if phase.kind == "update" else "rollback"
+    message = f"{what} paused due to failure or early termination of task {task}"
+    state = "paused" if what == "update" else "rollback_paused"
+    await swarm.patch_deployment(name, {"spec": {"paused": True},
+                                        **status_patch(state, message, phase.started)})
+    raise click.ClickException(f"service {what} paused: {message}")
+
+
 async def _finish(swarm: Swarm, name: str, phase: Phase, rollback_message: str) -> None:
     if phase.kind in ("update", "rollback"):
         state = "completed" if phase.kind == "update" else "rollback_completed"
@@ -154,9 +171,13 @@ async def _finish(swarm: Swarm, name: str, phase: Phase, rollback_message: str) 
         await swarm.patch_deployment(name, status_patch(state, message, phase.started, True))
 
 
-def _check_deadline(snap: Snapshot) -> None:
+def _check_deadline(snap: Snapshot, since: datetime) -> None:
+    """Stop when the Deployment says this rollout made no progress for its deadline."""
+    since = since.replace(microsecond=0)
     for c in (snap.deployment.get("status") or {}).get("conditions") or []:
-        if c.get("type") == "Progressing" and c.get("reason") == "ProgressDeadlineExceeded":
+        updated = parse_time(c.get("lastUpdateTime"))
+        if (c.get("type") == "Progressing" and c.get("reason") == "ProgressDeadlineExceeded"
+                and updated is not None and updated >= since):
             raise click.ClickException(
                 f"service {snap.spec.name} made no progress for "
                 f"{snap.deployment['spec'].get('progressDeadlineSeconds', 600)} seconds: "
