@@ -32,7 +32,7 @@ Needs root, runc, nft, gcc with static glibc (libc6-dev), iptables-restore for t
 baseline, dnsperf and dnsmasq for the DNS numbers (each part says what it misses). Nothing
 leaves the namespaces and the bridge the run makes; everything is removed at the end.
 
-    .venv/bin/python bench/network.py [--requests 1000] [--rounds 10] [--services 1000]
+    .venv/bin/python bench/network.py [--requests 1000] [--rounds 20] [--services 1000]
                                       [--dns-seconds 5] [--skip-cluster]
 """
 
@@ -271,8 +271,8 @@ def run_client(cluster: Any, paths: list[tuple[str, str, str, int]], count: int,
                mode: str) -> tuple[dict[str, list[float]], dict[str, str]]:
     """One `kubectl exec` into the client pod running `tcplat <mode>` for every path in turn:
     the samples (ms) per path and the body of each path's first answer."""
-    script = "; ".join(f"echo '@ {key}'; /bench/tcplat {mode} {ip} {port} {count}"
-                       for key, _, ip, port in paths)
+    script = "set -e; " + "; ".join(f"echo '@ {key}'; /bench/tcplat {mode} {ip} {port} {count}"
+                                    for key, _, ip, port in paths)
     out = cluster.kubectl("exec", "client", "--", "sh", "-c", script)
     samples: dict[str, list[float]] = {}
     bodies: dict[str, str] = {}
@@ -291,14 +291,16 @@ def run_client(cluster: Any, paths: list[tuple[str, str, str, int]], count: int,
 def measure(cluster: Any, paths: list[tuple[str, str, str, int]], requests: int,
             rounds: int) -> dict[tuple[str, str], tuple[float, float]]:
     """(path, mode) -> (p50, p99) over `requests` per path, taken in interleaved rounds (so a
-    slow moment of the machine hits every path alike) after a warm-up round."""
+    slow moment of the machine hits every path alike; each round starts with another path)
+    after a warm-up round."""
     per_round = max(1, requests // rounds)
     out = {}
     for mode in ("conn", "keep"):
         run_client(cluster, paths, 20, mode)  # warm-up: caches, conntrack, ARP
         collected: dict[str, list[float]] = {key: [] for key, *_ in paths}
-        for _ in range(rounds):
-            samples, _ = run_client(cluster, paths, per_round, mode)
+        for i in range(rounds):
+            order = paths[i % len(paths):] + paths[:i % len(paths)]  # no path always first
+            samples, _ = run_client(cluster, order, per_round, mode)
             for key, values in samples.items():
                 collected[key] += values
         for key, values in collected.items():
@@ -522,7 +524,7 @@ def report(latency: dict[str, Any], rules: dict[int, dict[str, Any]],
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=1000, help="per path and shape")
-    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--services", type=int, default=1000,
                         help="extra services (x10 endpoints) for the loaded run; 0: none")
     parser.add_argument("--rule-services", default="1000",

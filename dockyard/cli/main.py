@@ -186,6 +186,8 @@ def up(node_name: str | None, pod_cidr: str, max_pods: int, agent_port: int, nod
     """Start a single-node cluster in this process: control plane and node agent."""
     agent = _kubelet_config(kwargs["data_dir"], node_name, pod_cidr, max_pods,  # type: ignore[arg-type]
                             agent_port, node_ip, pod_max_pids, crash_backoff, node_labels)
+    # This node also runs the control plane (kubectl's ROLES column; Swarm's managers).
+    agent.node_labels.setdefault("node-role.kubernetes.io/control-plane", "")  # type: ignore[attr-defined]
     _serve(**kwargs, agent=agent)  # type: ignore[arg-type]
 
 

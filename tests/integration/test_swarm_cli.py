@@ -357,7 +357,9 @@ def test_failing_update_rolls_back(cluster: ServerProcess) -> None:
     assert {p["spec"]["containers"][0]["image"] for p in after} == {"nginx:v2"}
     for p in after:
         assert get(p["status"]["podIP"], 80) == f"v2 {p['metadata']['name']}"
-    assert len(before & {p["metadata"]["name"] for p in after}) == 1  # stop-first: one replaced
+    # The v2 spec updates start-first: the new task started beside the old ones, which kept
+    # serving and are still the service's tasks.
+    assert {p["metadata"]["name"] for p in after} == before
     info = inspect(cluster, "web")
     assert info["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"] == "nginx:v2"
     assert info["Spec"]["UpdateConfig"]["FailureAction"] == "pause"  # the spec before

@@ -109,7 +109,7 @@ def _pretty_update(lines: list[str], title: str, c: UpdateConfig, order_name: st
     lines += [f" On failure:\t{c.failure_action}",
               f" Monitoring Period: {format_duration(c.monitor)}",
               f" Max failure ratio: {c.max_failure_ratio:g}",
-              f" {order_name}:    {c.order}"]
+              f" {order_name + ':':<18} {c.order}"]
 
 
 def service_pretty(info: Obj) -> str:

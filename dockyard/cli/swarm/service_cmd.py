@@ -220,6 +220,10 @@ def update_command(name: str, image: str | None, args: str | None, env_add: tupl
         click.echo(spec.name)
         if not detach:
             await follow(swarm, spec.name, _view(quiet), phase)
+        elif flags.update.get("failure_action") in ("pause", "rollback"):
+            _warn(f"--detach: the failure action ({spec.update_config.failure_action}) is "
+                  "applied by this command while it follows the update; detached, a failing "
+                  "update is only reported by the Deployment's progress deadline")
         return 0
 
     run(kubeconfig, namespace, body)
