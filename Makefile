@@ -32,5 +32,10 @@ bench-podstart: setup
 	bash scripts/install-docker.sh
 	$(VENV)/bin/python bench/podstart.py
 
+bench-network: setup
+	command -v dnsperf >/dev/null || apt-get install -y -qq dnsperf
+	command -v dnsmasq >/dev/null || apt-get install -y -qq dnsmasq-base
+	$(VENV)/bin/python bench/network.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache
