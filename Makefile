@@ -3,7 +3,7 @@ VENV := .venv
 DATA_DIR ?= $(if $(filter 0,$(shell id -u)),/var/lib/dockyard,$(HOME)/.local/share/dockyard)
 PYTEST_ARGS ?=
 
-.PHONY: setup up test lint bench-api bench-scheduler bench-podstart bench-network clean
+.PHONY: setup up test lint bench-api bench-scheduler bench-podstart bench-network bench-swarm clean
 
 setup: $(VENV)/.setup-done
 
@@ -36,6 +36,11 @@ bench-network: setup
 	command -v dnsperf >/dev/null || apt-get install -y -qq dnsperf
 	command -v dnsmasq >/dev/null || apt-get install -y -qq dnsmasq-base
 	$(VENV)/bin/python bench/network.py
+
+# Beside Docker Swarm in its own dockerd (no iptables, no forwarding, swarm on loopback).
+bench-swarm: setup
+	bash scripts/install-docker.sh
+	$(VENV)/bin/python bench/swarm.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

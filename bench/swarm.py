@@ -74,10 +74,15 @@ class System:
     def running_images(self) -> list[str]:
         raise NotImplementedError
 
-    def wait(self, check: Check, timeout: float, t0: float) -> float:
-        """Poll every POLL s until `check` holds; seconds since t0."""
+    def wait(self, check: Check, timeout: float, t0: float,
+             progress: dict[int, float] | None = None) -> float:
+        """Poll every POLL s until `check` holds; seconds since t0. `progress`: when each
+        count of running replicas was first seen (where the time went)."""
         while True:
-            if check(self.running_images()):
+            images = self.running_images()
+            if progress is not None:
+                progress.setdefault(len(images), round(time.perf_counter() - t0, 3))
+            if check(images):
                 return time.perf_counter() - t0
             if time.perf_counter() - t0 > timeout:
                 raise RuntimeError(f"{self.name}: not converged after {timeout:.0f} s; "
@@ -88,7 +93,9 @@ class System:
         t0 = time.perf_counter()
         self.command(*args)
         command = time.perf_counter() - t0
-        return {"seconds": self.wait(check, timeout, t0), "command_seconds": command}
+        progress: dict[int, float] = {}
+        return {"seconds": self.wait(check, timeout, t0, progress), "command_seconds": command,
+                "running_seen": progress}
 
 
 class DockerSwarm(System):
