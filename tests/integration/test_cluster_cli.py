@@ -14,10 +14,8 @@ import re
 import shutil
 import signal
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -28,6 +26,7 @@ from dockyard.runtime.naming import cluster_prefix
 from tests.conftest import kubectl_binary
 from tests.hostcheck import leftovers
 from tests.multinode import DOCKYARD
+from tests.nodecluster import wait_for
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces and containers need root"),
@@ -48,17 +47,6 @@ def kubectl(kubeconfig: Path, *args: str, input: str | None = None
                             input=input, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     return result
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 def status_table(data_dir: Path) -> list[dict[str, str]]:

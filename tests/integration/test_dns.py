@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,8 @@ from dockyard.network.dns.server import DnsServer
 from dockyard.network.dns.watch import ZoneWatcher
 from dockyard.runtime.naming import cluster_prefix
 from tests.conftest import ServerProcess
-from tests.hostcheck import free_pod_cidr, leftovers
+from tests.hostcheck import leftovers
+from tests.nodecluster import single_node, wait_for
 
 Obj = dict[str, Any]
 NODE = "dns-node"
@@ -47,28 +48,8 @@ real_cluster = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("runc") is N
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     data = tmp_path_factory.mktemp("dns") / "data"
     data.mkdir()
-    cidr = free_pod_cidr()
-    srv = ServerProcess(data, command="up", extra_args=[
-        "--node-name", NODE, "--pod-cidr", cidr, "--agent-port", "0", "--node-ip", "127.0.0.1"])
-    srv.pod_cidr = cidr  # type: ignore[attr-defined]
-    srv.start(timeout=60)
-    try:
+    with single_node(data, NODE) as srv:
         yield srv
-    finally:
-        srv.stop()
-        subprocess.run([sys.executable, "-m", "dockyard.cli.main", "cleanup", "--data-dir",
-                        str(data)], capture_output=True, timeout=120)
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 def sleeper(name: str, **labels: str) -> Obj:

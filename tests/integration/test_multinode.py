@@ -14,8 +14,7 @@ import json
 import os
 import shutil
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ import yaml
 
 from tests.conftest import kubectl_binary
 from tests.multinode import DOCKYARD, MultiNodeCluster
+from tests.nodecluster import wait_for
 
 pytestmark = [
     pytest.mark.xdist_group("multinode"),  # one cluster, tests in order, on one worker
@@ -51,17 +51,6 @@ def mn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiNodeCluster]:
         left = cluster.stop()
         assert left == [], left
         assert _ip_forward() == forwarding_before  # the machine's own setting never changed
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 def test_agents_join_ready_with_distinct_pod_cidrs(mn: MultiNodeCluster) -> None:

@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from tests.multinode import Host, MultiNodeCluster
+from tests.nodecluster import wait_for
 
 pytestmark = [
     pytest.mark.xdist_group("multinode-services"),  # one cluster, tests in order, one worker
@@ -57,17 +58,6 @@ def mn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiNodeCluster]:
         left = cluster.stop()
         assert left == [], left
         assert _ip_forward() == forwarding_before
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 # -- objects ---------------------------------------------------------------------------------

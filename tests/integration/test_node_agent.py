@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,8 @@ import yaml
 
 from dockyard.runtime.naming import cluster_prefix
 from tests.conftest import ServerProcess, kubectl_binary
-from tests.hostcheck import free_pod_cidr, leftovers
+from tests.hostcheck import leftovers
+from tests.nodecluster import single_node, wait_for
 from tests.terminal import run_in_terminal
 
 pytestmark = [
@@ -39,29 +40,8 @@ NODE = "node-1"
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     data = tmp_path_factory.mktemp("up") / "data"
     data.mkdir()
-    cidr = free_pod_cidr()
-    srv = ServerProcess(data, command="up", extra_args=[
-        "--node-name", NODE, "--pod-cidr", cidr, "--agent-port", "0", "--node-ip", "127.0.0.1",
-        "--pod-max-pids", "64", "--crash-backoff", "1s,8s"])
-    srv.pod_cidr = cidr  # type: ignore[attr-defined]
-    srv.start(timeout=60)
-    try:
+    with single_node(data, NODE, "--pod-max-pids", "64", "--crash-backoff", "1s,8s") as srv:
         yield srv
-    finally:
-        srv.stop()
-        subprocess.run([sys.executable, "-m", "dockyard.cli.main", "cleanup", "--data-dir",
-                        str(data)], capture_output=True, timeout=120)
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 def apply(cluster: ServerProcess, namespace: str, *objects: Obj) -> None:

@@ -35,7 +35,8 @@ from dockyard.kubelet.config import KubeletConfig
 from dockyard.network.proxy import Proxier
 from dockyard.runtime.naming import cluster_prefix, netns_name
 from tests.conftest import ServerProcess
-from tests.hostcheck import free_pod_cidr, leftovers
+from tests.hostcheck import leftovers
+from tests.nodecluster import single_node, wait_for
 
 pytestmark = [pytest.mark.xdist_group("services")]  # one cluster, tests in order, one worker
 real_cluster = pytest.mark.skipif(
@@ -53,29 +54,8 @@ SERVE = ("mkdir -p /www && hostname > /www/index.html && touch /tmp/ready && "
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     data = tmp_path_factory.mktemp("svc") / "data"
     data.mkdir()
-    cidr = free_pod_cidr()
-    srv = ServerProcess(data, command="up", extra_args=[
-        "--node-name", NODE, "--pod-cidr", cidr, "--agent-port", "0", "--node-ip", "127.0.0.1"])
-    srv.pod_cidr = cidr  # type: ignore[attr-defined]
-    srv.start(timeout=60)
-    try:
+    with single_node(data, NODE) as srv:
         yield srv
-    finally:
-        srv.stop()
-        subprocess.run([sys.executable, "-m", "dockyard.cli.main", "cleanup", "--data-dir",
-                        str(data)], capture_output=True, timeout=120)
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "",
-             interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 def server_pod(name: str, labels: dict[str, str]) -> Obj:

@@ -24,7 +24,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,8 @@ from dockyard.runtime.imagebuild import build_busybox, default_cache_dir
 from dockyard.runtime.images import Image, ImageStore
 from dockyard.runtime.naming import cluster_prefix
 from tests.conftest import ServerProcess
-from tests.hostcheck import free_pod_cidr, leftovers
+from tests.hostcheck import leftovers
+from tests.nodecluster import single_node, wait_for
 from tests.terminal import run_in_terminal
 
 pytestmark = [
@@ -77,18 +78,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]
     standin_image(store, "nginx:latest", httpd_script("v1"))
     standin_image(store, "nginx:v2", httpd_script("v2"))
     standin_image(store, "nginx:broken", "echo 'broken: serves nothing'; exec sleep 3600")
-    cidr = free_pod_cidr()
-    srv = ServerProcess(data, command="up", extra_args=[
-        "--node-name", NODE, "--pod-cidr", cidr, "--agent-port", "0", "--node-ip",
-        "127.0.0.1"])
-    srv.pod_cidr = cidr  # type: ignore[attr-defined]
-    srv.start(timeout=60)
-    try:
+    with single_node(data, NODE) as srv:
         yield srv
-    finally:
-        srv.stop()
-        subprocess.run([sys.executable, "-m", "dockyard.cli.main", "cleanup", "--data-dir",
-                        str(data)], capture_output=True, timeout=120)
 
 
 def dockyard(cluster: ServerProcess, *args: str, check: bool = True,
@@ -100,17 +91,6 @@ def dockyard(cluster: ServerProcess, *args: str, check: bool = True,
         raise AssertionError(f"dockyard {' '.join(args)} failed ({result.returncode}):\n"
                              f"{result.stdout}\n{result.stderr}")
     return result
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 def table(output: str) -> list[dict[str, str]]:
