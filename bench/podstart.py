@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import secrets
 import shutil
@@ -29,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from podstart_cluster import Cluster  # noqa: E402
 from podstart_docker import DockerBench  # noqa: E402
-from podstart_host import free_subnets, summary, wait_clean  # noqa: E402
+from podstart_host import free_subnets, report_end, summary, wait_clean  # noqa: E402
 from podstart_image import prepare  # noqa: E402
 from podstart_runc import RuncBench  # noqa: E402
 
@@ -262,17 +261,10 @@ def main(args: argparse.Namespace) -> int:
                   file=sys.stderr)
         else:
             shutil.rmtree(tmp, ignore_errors=True)
-    lines = table(results, args)
-    print("\n".join(lines))
-    print(f"\nimage: {results['image']}; docker {results.get('docker', {}).get('version', '-')} "
-          f"(network {results.get('docker', {}).get('network', '-')}); load average "
-          f"{results['loadavg_start']} at start, {results['loadavg_end']} at end")
-    print("leftovers on the host: " + (", ".join(found) if found else "none"))
-    for name, error in results.get("errors", {}).items():
-        print(f"FAILED {name}: {error}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1, default=str))
-    return 1 if found or results.get("errors") else 0
+    docker = results.get("docker", {})
+    return report_end(results, table(results, args),
+                      f"image: {results['image']}; docker {docker.get('version', '-')} "
+                      f"(network {docker.get('network', '-')})", found, args.json)
 
 
 if __name__ == "__main__":

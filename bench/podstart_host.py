@@ -185,3 +185,18 @@ def wait_clean(prefixes: list[str], paths: list[Path], timeout: float = 10.0) ->
         if not found or time.monotonic() > deadline:
             return found
         time.sleep(0.2)
+
+
+def report_end(results: dict, table_lines: list[str], about: str, found: list[str],
+               json_path: str | None) -> int:
+    """The end every side-by-side benchmark prints: its table, what it ran on, leftovers and
+    failures; the JSON file if asked; exit status 1 on a leftover or a failed part."""
+    print("\n".join(table_lines))
+    print(f"\n{about}; load average {results['loadavg_start']} at start, "
+          f"{results['loadavg_end']} at end")
+    print("leftovers on the host: " + (", ".join(found) if found else "none"))
+    for name, error in results.get("errors", {}).items():
+        print(f"FAILED {name}: {error}")
+    if json_path:
+        Path(json_path).write_text(json.dumps(results, indent=1, default=str))
+    return 1 if found or results.get("errors") else 0

@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from podstart import loadavg, say  # noqa: E402
 from podstart_cluster import REPO, Cluster  # noqa: E402
 from podstart_docker import DOCKER, DockerBench  # noqa: E402
-from podstart_host import free_subnets, wait_clean  # noqa: E402
+from podstart_host import free_subnets, report_end, wait_clean  # noqa: E402
 from podstart_image import prepare  # noqa: E402
 
 from dockyard.cli.swarm.mapping import LABEL_SERVICE  # noqa: E402
@@ -330,17 +330,10 @@ def main(args: argparse.Namespace) -> int:
                   file=sys.stderr)
         else:
             shutil.rmtree(tmp, ignore_errors=True)
-    print("\n".join(table(results)))
-    print(f"\nimage: {results.get('image', '-')}; docker "
-          f"{results.get('docker', {}).get('version', '-')}; stop grace period "
-          f"{args.stop_grace_period} on both; load average {results['loadavg_start']} at "
-          f"start, {results['loadavg_end']} at end")
-    print("leftovers on the host: " + (", ".join(found) if found else "none"))
-    for name, error in results.get("errors", {}).items():
-        print(f"FAILED {name}: {error}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1, default=str))
-    return 1 if found or results.get("errors") else 0
+    return report_end(results, table(results),
+                      f"image: {results.get('image', '-')}; docker "
+                      f"{results.get('docker', {}).get('version', '-')}; stop grace period "
+                      f"{args.stop_grace_period} on both", found, args.json)
 
 
 if __name__ == "__main__":

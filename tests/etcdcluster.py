@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -17,43 +16,27 @@ from pathlib import Path
 
 import httpx
 
+from dockyard.cluster.etcd import EtcdMember, free_port
+
 
 def etcd_binary() -> str | None:
+    """The etcd binary, or None (tests that need it are skipped)."""
     return shutil.which("etcd")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
-class EtcdMember:
-    name: str
-    data_dir: Path
-    client_port: int
-    peer_port: int
+class ChildMember(EtcdMember):
+    """A member this helper runs as a child process (so tests can kill and restart it)."""
+
     proc: subprocess.Popen | None = None
-
-    @property
-    def client_url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
-
-    @property
-    def peer_url(self) -> str:
-        return f"http://127.0.0.1:{self.peer_port}"
 
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def healthy(self) -> bool:
-        try:
-            return httpx.get(f"{self.client_url}/health", timeout=1).json().get(
-                "health") == "true"
-        except (httpx.HTTPError, ValueError):
-            return False
+    @property
+    def log_path(self) -> Path:
+        return Path(self.data_dir).parent / f"{self.name}.log"
 
 
 @dataclass
@@ -62,16 +45,14 @@ class EtcdCluster:
 
     base_dir: Path
     size: int = 1
-    members: list[EtcdMember] = field(default_factory=list)
+    members: list[ChildMember] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        binary = etcd_binary()
-        if binary is None:
+        if etcd_binary() is None:
             raise RuntimeError("etcd not found: apt-get install etcd-server")
-        self.binary = binary
         self.token = f"dockyard-test-{self.base_dir.name}"
         self.members = [
-            EtcdMember(f"m{i}", self.base_dir / f"m{i}", free_port(), free_port())
+            ChildMember(f"m{i}", str(self.base_dir / f"m{i}"), free_port(), free_port())
             for i in range(self.size)
         ]
 
@@ -103,19 +84,11 @@ class EtcdCluster:
     def start_member(self, index: int, *, wait: bool = True, timeout: float = 20.0) -> None:
         """(Re)start one member from its data directory (a restart rejoins the cluster)."""
         member = self.members[index]
-        member.data_dir.mkdir(parents=True, exist_ok=True)
+        member.log_path.parent.mkdir(parents=True, exist_ok=True)
         initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
-        log = open(member.data_dir.parent / f"{member.name}.log", "ab")
-        member.proc = subprocess.Popen(
-            [self.binary, "--name", member.name, "--data-dir", str(member.data_dir / "data"),
-             "--listen-client-urls", member.client_url,
-             "--advertise-client-urls", member.client_url,
-             "--listen-peer-urls", member.peer_url,
-             "--initial-advertise-peer-urls", member.peer_url,
-             "--initial-cluster", initial, "--initial-cluster-token", self.token,
-             "--initial-cluster-state", "new", "--logger", "zap", "--log-level", "warn"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
+        log = open(member.log_path, "ab")
+        member.proc = subprocess.Popen(member.argv(initial, self.token), stdout=log,
+                                       stderr=subprocess.STDOUT)
         log.close()
         if wait:
             self._wait(lambda: member.healthy(), timeout, member)
@@ -125,7 +98,7 @@ class EtcdCluster:
             if member.proc is not None:
                 self._wait(member.healthy, timeout, member)
 
-    def _wait(self, ready, timeout: float, member: EtcdMember) -> None:  # type: ignore[no-untyped-def]
+    def _wait(self, ready, timeout: float, member: ChildMember) -> None:  # type: ignore[no-untyped-def]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not member.running:
@@ -135,8 +108,8 @@ class EtcdCluster:
             time.sleep(0.05)
         raise RuntimeError(f"etcd {member.name} not healthy after {timeout}s: {self.log(member)}")
 
-    def log(self, member: EtcdMember) -> str:
-        path = member.data_dir.parent / f"{member.name}.log"
+    def log(self, member: ChildMember) -> str:
+        path = member.log_path
         return path.read_text(errors="replace")[-3000:] if path.exists() else ""
 
     def status(self, index: int) -> dict:
@@ -181,7 +154,7 @@ class EtcdCluster:
             self._end(member, signal.SIGTERM)
 
     @staticmethod
-    def _end(member: EtcdMember, sig: int) -> None:
+    def _end(member: ChildMember, sig: int) -> None:
         proc, member.proc = member.proc, None
         if proc is None or proc.poll() is not None:
             return

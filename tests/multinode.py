@@ -22,6 +22,8 @@ import json
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -144,3 +146,24 @@ class MultiNodeCluster:
         for h in self.hosts:
             left += leftovers(h.prefix, h.data_dir)
         return left
+
+
+def ip_forward() -> str:
+    """The machine's own forwarding setting, which no test may change."""
+    return Path("/proc/sys/net/ipv4/ip_forward").read_text().strip()
+
+
+@contextmanager
+def running_cluster(base: Path, nodes: int = 3) -> Iterator[MultiNodeCluster]:
+    """A started cluster whose nodes are Ready; on exit it is stopped, and nothing may be left
+    on the host and the machine's ip_forward must be as before."""
+    forwarding_before = ip_forward()
+    cluster = MultiNodeCluster(base, nodes=nodes)
+    try:
+        cluster.start()
+        cluster.wait_ready()
+        yield cluster
+    finally:
+        left = cluster.stop()
+        assert left == [], left
+        assert ip_forward() == forwarding_before

@@ -11,6 +11,7 @@ it. Delete: everything is released once the Service is gone. Values live in the 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from dockyard.api import service as svcapi
@@ -226,17 +227,9 @@ class ServiceAllocator:
         txn.to_release += [(pool, v) for v in old_held - held_node_ports(new)]
 
     async def _take_port(self, svc: Obj, txn: _Allocation, value: int, path: str) -> None:
-        pool = self.ranges.node_ports
-        try:
-            await txn.take(pool, value)
-        except NotInRange:
-            reason = ("provided port is not in the valid range. The range of valid ports is "
-                      f"{pool.describe}")
-        except Allocated:
-            reason = "provided port is already allocated"
-        else:
-            return
-        raise _invalid(svc, [invalid(path, value, reason)])
+        reason = await _take_requested_port(txn, self.ranges.node_ports, value)
+        if reason:
+            raise _invalid(svc, [invalid(path, value, reason)])
 
     async def _health_check_port(self, spec: Obj, old_held: set[int], taken: set[int],
                                  txn: _Allocation) -> None:
@@ -250,15 +243,22 @@ class ServiceAllocator:
             return
         if wanted in old_held:
             return
-        try:
-            if wanted in taken:
-                raise Allocated(wanted)
-            await txn.take(pool, wanted)
-        except NotInRange:
-            reason = ("provided port is not in the valid range. The range of valid ports is "
-                      f"{pool.describe}")
-        except Allocated:
-            reason = "provided port is already allocated"
-        else:
-            return
-        raise _internal(f"failed to allocate requested HealthCheck NodePort {wanted}: {reason}")
+        reason = await _take_requested_port(txn, pool, wanted, taken)
+        if reason:
+            raise _internal(
+                f"failed to allocate requested HealthCheck NodePort {wanted}: {reason}")
+
+
+async def _take_requested_port(txn: _Allocation, pool: Pool, value: int,
+                               taken: Collection[int] = ()) -> str:
+    """Take a node port a user asked for; "" when taken, else Kubernetes' reason why not."""
+    try:
+        if value in taken:
+            raise Allocated(value)
+        await txn.take(pool, value)
+    except NotInRange:
+        return ("provided port is not in the valid range. The range of valid ports is "
+                f"{pool.describe}")
+    except Allocated:
+        return "provided port is already allocated"
+    return ""

@@ -9,29 +9,22 @@ node_status_update_frequency seconds.
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from dockyard.api.resources import by_kind
-from dockyard.client.rest import ApiError, Client, is_conflict, is_not_found
+from dockyard.client.nodelease import renew_node_lease
+from dockyard.client.rest import ApiError, Client, is_not_found
 from dockyard.kubelet import nodestatus
 from dockyard.kubelet.config import KubeletConfig
 
 log = logging.getLogger("dockyard.kubelet.heartbeat")
 NODES = by_kind("", "Node")
-LEASES = by_kind("coordination.k8s.io", "Lease")
-LEASE_NAMESPACE = "kube-node-lease"
 STATUS_REPORT_SECONDS = 300.0  # nodeStatusReportFrequency: post unchanged status this often
 
 Obj = dict[str, Any]
-
-
-def micro_time() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class NodeHeartbeat:
@@ -122,39 +115,9 @@ class NodeHeartbeat:
         self._last_post = time.monotonic()
 
     async def renew_lease(self) -> None:
-        assert LEASES is not None
-        name = self.config.node_name
-        lease = self._lease
-        for _ in range(3):
-            if lease is None:
-                body = {"metadata": {"name": name, "namespace": LEASE_NAMESPACE,
-                                     "ownerReferences": [{
-                                         "apiVersion": "v1", "kind": "Node", "name": name,
-                                         "uid": self.node_uid}] if self.node_uid else []},
-                        "spec": {"holderIdentity": name,
-                                 "leaseDurationSeconds": self.config.lease_duration,
-                                 "renewTime": micro_time()}}
-                try:
-                    self._lease = await self.client.create(LEASES, body)
-                    return
-                except ApiError as exc:
-                    if exc.code != 409:
-                        raise
-                    lease = await self.client.get(LEASES, LEASE_NAMESPACE, name)
-            lease = copy.deepcopy(lease)
-            lease.setdefault("spec", {}).update(
-                holderIdentity=name, leaseDurationSeconds=self.config.lease_duration,
-                renewTime=micro_time())
-            try:
-                self._lease = await self.client.update(LEASES, lease)
-                return
-            except ApiError as exc:
-                if is_not_found(exc):
-                    lease = None
-                elif is_conflict(exc):
-                    lease = await self.client.get(LEASES, LEASE_NAMESPACE, name)
-                else:
-                    raise
+        self._lease = await renew_node_lease(self.client, self.config.node_name,
+                                             self.config.lease_duration, self.node_uid,
+                                             self._lease)
 
     async def run(self) -> None:
         """Lease every lease_duration/4 s, status every node_status_update_frequency s."""

@@ -11,7 +11,6 @@ node simply goes silent, so the node lifecycle controller sees it die.
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -20,6 +19,7 @@ from typing import Any
 from dockyard.api.quantity import QuantityError, parse_quantity
 from dockyard.api.resources import by_kind
 from dockyard.client.informer import Handlers, Informer, by_node, object_key, split_key
+from dockyard.client.nodelease import LEASE_NAMESPACE, LEASES, renew_node_lease
 from dockyard.client.rest import ApiError, Client, is_conflict, is_not_found
 from dockyard.client.workqueue import WorkQueue
 from dockyard.sim import objects
@@ -29,8 +29,6 @@ log = logging.getLogger("dockyard.sim")
 
 NODES = by_kind("", "Node")
 PODS = by_kind("", "Pod")
-LEASES = by_kind("coordination.k8s.io", "Lease")
-LEASE_NAMESPACE = "kube-node-lease"
 Obj = dict[str, Any]
 
 
@@ -214,32 +212,8 @@ class SimulatedNodes:
                                                 (time.monotonic() - started)))
 
     async def _renew_lease(self, name: str) -> None:
-        assert LEASES is not None
-        lease = self._leases.get(name)
-        for _ in range(3):
-            if lease is None:
-                try:
-                    lease = await self.client.create(LEASES, objects.lease_object(
-                        name, self._node_uid.get(name), self.lease_duration))
-                    break
-                except ApiError as exc:
-                    if exc.code != 409:
-                        raise
-                    lease = await self.client.get(LEASES, LEASE_NAMESPACE, name)
-            lease = copy.deepcopy(lease)
-            lease.setdefault("spec", {}).update(holderIdentity=name,
-                                                leaseDurationSeconds=self.lease_duration,
-                                                renewTime=objects.micro_time())
-            try:
-                lease = await self.client.update(LEASES, lease)
-                break
-            except ApiError as exc:
-                if is_not_found(exc):
-                    lease = None
-                elif is_conflict(exc):
-                    lease = await self.client.get(LEASES, LEASE_NAMESPACE, name)
-                else:
-                    raise
+        lease = await renew_node_lease(self.client, name, self.lease_duration,
+                                       self._node_uid.get(name), self._leases.get(name))
         self._leases[name] = lease if lease is not None else {}
         self.stats["lease_renewals"] += 1
 

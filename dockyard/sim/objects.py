@@ -34,10 +34,6 @@ def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def micro_time() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def node_ip(index: int) -> str:
     if not 0 <= index < NODE_NETWORK.num_addresses - 2:
         raise ValueError(f"node index {index} does not fit in {NODE_NETWORK}")
@@ -136,16 +132,6 @@ def status_differs(current: Obj, wanted: Obj) -> bool:
         return (conds, status.get("capacity"), status.get("allocatable"),
                 status.get("addresses"), status.get("nodeInfo"))
     return essentials(current) != essentials(wanted)
-
-
-def lease_object(name: str, node_uid: str | None, duration: int) -> Obj:
-    meta: Obj = {"name": name, "namespace": "kube-node-lease"}
-    if node_uid:
-        meta["ownerReferences"] = [{"apiVersion": "v1", "kind": "Node", "name": name,
-                                    "uid": node_uid}]
-    return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta,
-            "spec": {"holderIdentity": name, "leaseDurationSeconds": duration,
-                     "renewTime": micro_time()}}
 
 
 # -- pods ----------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import yaml
 from dockyard.runtime.imagebuild import build_busybox
 from dockyard.runtime.images import ImageStore
 from tests.integration.test_multinode import wait_for
-from tests.multinode import DOCKYARD, MultiNodeCluster
+from tests.multinode import DOCKYARD, MultiNodeCluster, running_cluster
 from tests.unit.test_registry import derived_image
 
 pytestmark = [
@@ -33,14 +33,8 @@ Obj = dict[str, Any]
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[MultiNodeCluster]:
-    mn = MultiNodeCluster(tmp_path / "cluster", nodes=1)
-    try:
-        mn.start()
-        mn.wait_ready()
+    with running_cluster(tmp_path / "cluster", nodes=1) as mn:
         yield mn
-    finally:
-        left = mn.stop()
-        assert left == [], left
 
 
 def _pod(name: str, image: str, command: str, **container: Any) -> Obj:

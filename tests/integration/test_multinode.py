@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from tests.conftest import kubectl_binary
-from tests.multinode import DOCKYARD, MultiNodeCluster
+from tests.multinode import DOCKYARD, MultiNodeCluster, running_cluster
 from tests.nodecluster import wait_for
 
 pytestmark = [
@@ -35,22 +35,10 @@ pytestmark = [
 Obj = dict[str, Any]
 
 
-def _ip_forward() -> str:
-    return Path("/proc/sys/net/ipv4/ip_forward").read_text().strip()
-
-
 @pytest.fixture(scope="module")
 def mn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiNodeCluster]:
-    forwarding_before = _ip_forward()
-    cluster = MultiNodeCluster(tmp_path_factory.mktemp("multinode"))
-    try:
-        cluster.start()
-        cluster.wait_ready()
+    with running_cluster(tmp_path_factory.mktemp("multinode")) as cluster:
         yield cluster
-    finally:
-        left = cluster.stop()
-        assert left == [], left
-        assert _ip_forward() == forwarding_before  # the machine's own setting never changed
 
 
 def test_agents_join_ready_with_distinct_pod_cidrs(mn: MultiNodeCluster) -> None:

@@ -19,13 +19,12 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.multinode import Host, MultiNodeCluster
+from tests.multinode import Host, MultiNodeCluster, running_cluster
 from tests.nodecluster import wait_for
 
 pytestmark = [
@@ -42,22 +41,10 @@ SERVE = ("mkdir -p /www && hostname > /www/index.html && touch /tmp/ready && "
 NETPOL = "netpol"
 
 
-def _ip_forward() -> str:
-    return Path("/proc/sys/net/ipv4/ip_forward").read_text().strip()
-
-
 @pytest.fixture(scope="module")
 def mn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiNodeCluster]:
-    forwarding_before = _ip_forward()
-    cluster = MultiNodeCluster(tmp_path_factory.mktemp("mnsvc"))
-    try:
-        cluster.start()
-        cluster.wait_ready()
+    with running_cluster(tmp_path_factory.mktemp("mnsvc")) as cluster:
         yield cluster
-    finally:
-        left = cluster.stop()
-        assert left == [], left
-        assert _ip_forward() == forwarding_before
 
 
 # -- objects ---------------------------------------------------------------------------------
