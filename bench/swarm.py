@@ -31,7 +31,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,7 +38,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from podstart import loadavg, say  # noqa: E402
+from podstart import loadavg, part, say  # noqa: E402
 from podstart_cluster import REPO, Cluster  # noqa: E402
 from podstart_docker import DOCKER, DockerBench  # noqa: E402
 from podstart_host import free_subnets, report_end, wait_clean  # noqa: E402
@@ -244,19 +243,6 @@ def warm(system: System, grace: str) -> None:
 
 
 # -- main ----------------------------------------------------------------------------------------
-
-
-def part(results: dict, name: str, fn, *args) -> None:  # type: ignore[no-untyped-def]
-    t0 = time.perf_counter()
-    try:
-        results[name] = fn(*args)
-    except KeyboardInterrupt:
-        raise
-    except Exception as exc:  # noqa: BLE001 - reported in the output, the run goes on
-        results.setdefault("errors", {})[name] = f"{type(exc).__name__}: {exc}"
-        say(f"{name} failed: {exc}")
-        traceback.print_exc()
-    say(f"{name} done in {time.perf_counter() - t0:.1f} s")
 
 
 def table(results: dict) -> list[str]:
